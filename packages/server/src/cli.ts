@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+import { MeshError } from '@meshmq/shared';
+import { HELP, loadConfig } from './config.js';
+import { BrokerNode } from './node.js';
+
+async function main(): Promise<void> {
+  let loaded;
+  try {
+    loaded = loadConfig(process.argv.slice(2), process.env);
+  } catch (err) {
+    process.stderr.write(`meshmq: ${(err as Error).message}\n\n${HELP}`);
+    process.exit(2);
+  }
+  if (loaded.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const node = new BrokerNode(loaded.config);
+  try {
+    await node.start();
+  } catch (err) {
+    node.logger.fatal({ err }, `cannot start: ${MeshError.from(err).message}`);
+    process.exit(1);
+  }
+  const shutdown = (signal: string) => {
+    node.logger.info({ signal }, 'shutting down');
+    node.stop().then(
+      () => process.exit(0),
+      (err) => {
+        node.logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+void main();

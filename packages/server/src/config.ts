@@ -1,0 +1,199 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEFAULTS, MeshError } from '@meshmq/shared';
+import type { RetentionPolicy } from './engine/engine.js';
+
+/** Per-topic retention override; `match` is a topic name where `*` matches any run of characters. */
+export interface TopicRule {
+  match: string;
+  maxMessages?: number;
+  maxAgeMs?: number;
+}
+
+export interface NodeConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  nodeId: string;
+  publicUrl: string;
+  maxMessageBytes: number;
+  dedupeWindowMs: number;
+  retention: RetentionPolicy;
+  topics: TopicRule[];
+  retentionSweepMs: number;
+  logLevel: string;
+  /** Directory of the built console served at `/`; empty to serve none. */
+  consoleDir: string;
+}
+
+interface OptionSpec {
+  flag: string;
+  env: string;
+  help: string;
+  parse: (value: string) => unknown;
+  key: keyof NodeConfig;
+}
+
+const int = (name: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new MeshError('bad_request', `${name}: expected a non-negative integer, got '${value}'`);
+  return n;
+};
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses `1500`, `1500ms`, `30s`, `5m`, `12h` or `7d` into milliseconds. */
+export function parseDuration(value: string | number, name = 'duration'): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
+  const match = /^(\d+)(ms|s|m|h|d)?$/.exec(String(value).trim());
+  if (!match) throw new MeshError('bad_request', `${name}: expected a duration such as 1500, 30s, 5m, 12h or 7d, got '${value}'`);
+  return Number(match[1]) * UNITS[match[2] ?? 'ms']!;
+}
+
+const duration = (name: string) => (value: string) => parseDuration(value, name);
+
+const OPTIONS: OptionSpec[] = [
+  { flag: 'port', env: 'PORT', key: 'port', help: 'HTTP port for /ws, Socket.IO, the console and health (default 8080)', parse: int('port') },
+  { flag: 'host', env: 'HOST', key: 'host', help: 'interface to bind (default 127.0.0.1)', parse: String },
+  { flag: 'data-dir', env: 'DATA_DIR', key: 'dataDir', help: 'data directory of the embedded engine (default ./data)', parse: String },
+  { flag: 'node-id', env: 'NODE_ID', key: 'nodeId', help: 'name of this node (default <hostname>:<port>)', parse: String },
+  { flag: 'public-url', env: 'PUBLIC_URL', key: 'publicUrl', help: 'URL clients use to reach this node (default http://<host>:<port>)', parse: String },
+  { flag: 'max-message-bytes', env: 'MAX_MESSAGE_BYTES', key: 'maxMessageBytes', help: `largest JSON-encoded message data (default ${DEFAULTS.maxMessageBytes})`, parse: int('max-message-bytes') },
+  { flag: 'dedupe-window', env: 'DEDUPE_WINDOW', key: 'dedupeWindowMs', help: 'window for idempotent publish keys (default 2m)', parse: duration('dedupe-window') },
+  { flag: 'retention-messages', env: 'RETENTION_MESSAGES', key: 'retention', help: `messages kept per topic (default ${DEFAULTS.retentionMaxMessages})`, parse: int('retention-messages') },
+  { flag: 'retention-age', env: 'RETENTION_AGE', key: 'retention', help: 'age after which messages are removed (default 7d)', parse: duration('retention-age') },
+  { flag: 'retention-sweep', env: 'RETENTION_SWEEP', key: 'retentionSweepMs', help: 'how often age retention runs (default 10s)', parse: duration('retention-sweep') },
+  { flag: 'log-level', env: 'LOG_LEVEL', key: 'logLevel', help: 'fatal, error, warn, info, debug or trace (default info)', parse: String },
+  { flag: 'console-dir', env: 'CONSOLE_DIR', key: 'consoleDir', help: 'built console to serve at / (default: the bundled one)', parse: String },
+];
+
+function line(flag: string, env: string, help: string): string {
+  return `  ${flag.padEnd(33)}${help} [${env}]`;
+}
+
+export const HELP = `Usage: meshmq [options]
+
+Runs one MeshMQ broker node. Every option can also be set by the environment
+variable shown, or in a JSON file given by --config; flags win over the
+environment, which wins over the file.
+
+Options:
+${line('--config <file>', 'MESHMQ_CONFIG', 'JSON file with any option below by its camelCase name')}
+${' '.repeat(35)}plus "topics": [{"match": "orders.*", "maxMessages": 1000, "maxAgeMs": "1d"}]
+${OPTIONS.map((o) => line(`--${o.flag} <value>`, o.env, o.help)).join('\n')}
+  -h, --help                       show this help
+`;
+
+function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
+  return {
+    host: '127.0.0.1',
+    port: 8080,
+    dataDir: './data',
+    maxMessageBytes: DEFAULTS.maxMessageBytes,
+    dedupeWindowMs: DEFAULTS.dedupeWindowMs,
+    retention: { maxMessages: DEFAULTS.retentionMaxMessages, maxAgeMs: DEFAULTS.retentionMaxAgeMs },
+    topics: [],
+    retentionSweepMs: 10_000,
+    logLevel: 'info',
+    consoleDir: '',
+  };
+}
+
+function apply(config: Record<string, unknown>, spec: OptionSpec, raw: string): void {
+  const value = spec.parse(raw);
+  if (spec.flag === 'retention-messages') (config.retention as RetentionPolicy).maxMessages = value as number;
+  else if (spec.flag === 'retention-age') (config.retention as RetentionPolicy).maxAgeMs = value as number;
+  else config[spec.key] = value;
+}
+
+function fromFile(path: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new MeshError('bad_request', `cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new MeshError('bad_request', `config file ${path} must hold a JSON object`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function validateRules(value: unknown): TopicRule[] {
+  if (!Array.isArray(value)) throw new MeshError('bad_request', "config 'topics' must be an array");
+  return value.map((rule, i) => {
+    if (!rule || typeof rule.match !== 'string') throw new MeshError('bad_request', `config topics[${i}].match must be a string`);
+    const out: TopicRule = { match: rule.match };
+    if (rule.maxMessages !== undefined) out.maxMessages = int(`topics[${i}].maxMessages`)(String(rule.maxMessages)) as number;
+    if (rule.maxAgeMs !== undefined) out.maxAgeMs = parseDuration(rule.maxAgeMs, `topics[${i}].maxAgeMs`);
+    return out;
+  });
+}
+
+/**
+ * The one config loader: defaults, then the JSON file, then the environment,
+ * then flags. Returns `help: true` when --help was asked for.
+ */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): { config: NodeConfig; help: boolean } {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      config: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      ...Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: 'string' as const }])),
+    },
+  });
+  const config: Record<string, unknown> = defaults();
+  const file = (values.config as string | undefined) ?? env.MESHMQ_CONFIG;
+  if (file) {
+    const fileValues = fromFile(file);
+    for (const spec of OPTIONS) {
+      const raw = fileValues[spec.key];
+      if (raw === undefined || spec.key === 'retention') continue;
+      apply(config, spec, String(raw));
+    }
+    const retention = fileValues.retention as Partial<Record<keyof RetentionPolicy, unknown>> | undefined;
+    if (retention?.maxMessages !== undefined) apply(config, OPTIONS.find((o) => o.flag === 'retention-messages')!, String(retention.maxMessages));
+    if (retention?.maxAgeMs !== undefined) apply(config, OPTIONS.find((o) => o.flag === 'retention-age')!, String(retention.maxAgeMs));
+    if (fileValues.topics !== undefined) config.topics = validateRules(fileValues.topics);
+  }
+  for (const spec of OPTIONS) {
+    const raw = env[spec.env];
+    if (raw !== undefined && raw !== '') apply(config, spec, raw);
+  }
+  for (const spec of OPTIONS) {
+    const raw = (values as Record<string, unknown>)[spec.flag];
+    if (typeof raw === 'string') apply(config, spec, raw);
+  }
+  const partial = config as unknown as NodeConfig;
+  partial.dataDir = resolve(partial.dataDir);
+  partial.nodeId ||= `${hostname()}:${partial.port}`;
+  partial.publicUrl ||= `http://${partial.host.includes(':') ? `[${partial.host}]` : partial.host}:${partial.port}`;
+  return { config: partial, help: values.help === true };
+}
+
+function globToRegExp(glob: string): RegExp {
+  return new RegExp(`^${glob.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+}
+
+/** Resolves a topic's retention: the first matching rule's fields over the defaults. */
+export function retentionResolver(config: Pick<NodeConfig, 'retention' | 'topics'>): (topic: string) => RetentionPolicy {
+  const rules = config.topics.map((rule) => ({ rule, pattern: globToRegExp(rule.match) }));
+  const cache = new Map<string, RetentionPolicy>();
+  return (topic) => {
+    let policy = cache.get(topic);
+    if (!policy) {
+      const hit = rules.find(({ pattern }) => pattern.test(topic))?.rule;
+      policy = {
+        maxMessages: hit?.maxMessages ?? config.retention.maxMessages,
+        maxAgeMs: hit?.maxAgeMs ?? config.retention.maxAgeMs,
+      };
+      if (cache.size > 10_000) cache.clear();
+      cache.set(topic, policy);
+    }
+    return policy;
+  };
+}

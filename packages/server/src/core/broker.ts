@@ -1,0 +1,143 @@
+import type { Logger } from 'pino';
+import type { Engine, StoredMessage } from '../engine/engine.js';
+import type { Connection } from './connection.js';
+import { FanoutSubscription } from './fanout-subscription.js';
+import { GroupDispatcher } from './group-dispatcher.js';
+import { Session } from './session.js';
+
+export interface BrokerOptions {
+  engine: Engine;
+  nodeId: string;
+  version: string;
+  /** Largest JSON-encoded `data` of one message, in bytes. */
+  maxMessageBytes: number;
+  /** Public URLs of the live nodes, this one included. */
+  nodeUrls: () => string[];
+  logger: Logger;
+  /** How often retention by age and dedupe-key expiry run. Default 10 s. */
+  retentionSweepMs?: number;
+}
+
+export interface BrokerStats {
+  connections: number;
+  subscriptions: number;
+  messagesIn: number;
+  messagesOut: number;
+}
+
+/**
+ * The transport- and storage-independent broker: sessions, fan-out
+ * subscriptions and group dispatch over an {@link Engine}.
+ */
+export class Broker {
+  readonly engine: Engine;
+  readonly logger: Logger;
+  private readonly fanout = new Map<string, Set<FanoutSubscription>>();
+  private readonly dispatchers = new Map<string, Map<string, GroupDispatcher>>();
+  private readonly sessions = new Set<Session>();
+  private readonly counters = { messagesIn: 0, messagesOut: 0 };
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private unlisten: (() => void) | undefined;
+
+  constructor(readonly options: BrokerOptions) {
+    this.engine = options.engine;
+    this.logger = options.logger;
+  }
+
+  start(): void {
+    this.unlisten = this.engine.onMessage((message) => this.onLive(message));
+    this.sweepTimer = setInterval(() => void this.sweep(), this.options.retentionSweepMs ?? 10_000);
+    this.sweepTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweepTimer);
+    this.unlisten?.();
+    for (const session of this.sessions) await session.close();
+    for (const groups of this.dispatchers.values()) for (const dispatcher of groups.values()) dispatcher.close();
+  }
+
+  openSession(connection: Connection): Session {
+    const session = new Session(this, connection);
+    this.sessions.add(session);
+    return session;
+  }
+
+  /** @internal called by Session once it has released everything it held. */
+  sessionClosed(session: Session): void {
+    this.sessions.delete(session);
+  }
+
+  stats(): BrokerStats {
+    let subscriptions = 0;
+    for (const subs of this.fanout.values()) subscriptions += subs.size;
+    for (const groups of this.dispatchers.values()) for (const d of groups.values()) subscriptions += d.size;
+    return { connections: this.sessions.size, subscriptions, ...this.counters };
+  }
+
+  countIn(): void {
+    this.counters.messagesIn++;
+  }
+
+  countOut(count: number): void {
+    this.counters.messagesOut += count;
+  }
+
+  addFanout(subscription: FanoutSubscription): void {
+    let subs = this.fanout.get(subscription.topic);
+    if (!subs) this.fanout.set(subscription.topic, (subs = new Set()));
+    subs.add(subscription);
+  }
+
+  removeFanout(subscription: FanoutSubscription): void {
+    subscription.close();
+    const subs = this.fanout.get(subscription.topic);
+    subs?.delete(subscription);
+    if (subs?.size === 0) this.fanout.delete(subscription.topic);
+  }
+
+  dispatcher(topic: string, group: string): GroupDispatcher {
+    let groups = this.dispatchers.get(topic);
+    if (!groups) this.dispatchers.set(topic, (groups = new Map()));
+    let dispatcher = groups.get(group);
+    if (!dispatcher) {
+      dispatcher = new GroupDispatcher(
+        topic,
+        group,
+        this.engine,
+        (count) => this.countOut(count),
+        (err) => this.logger.error({ err, topic, group }, 'group dispatch failed'),
+      );
+      groups.set(group, dispatcher);
+    }
+    return dispatcher;
+  }
+
+  /** Drops a dispatcher that has no member left on this node. */
+  releaseDispatcher(dispatcher: GroupDispatcher): void {
+    if (dispatcher.size > 0) return;
+    const groups = this.dispatchers.get(dispatcher.topic);
+    if (groups?.get(dispatcher.group) !== dispatcher) return;
+    dispatcher.close();
+    groups.delete(dispatcher.group);
+    if (groups.size === 0) this.dispatchers.delete(dispatcher.topic);
+  }
+
+  private onLive(message: StoredMessage): void {
+    const subs = this.fanout.get(message.topic);
+    if (subs) for (const sub of subs) sub.onLive(message);
+    const groups = this.dispatchers.get(message.topic);
+    if (groups) for (const dispatcher of groups.values()) dispatcher.pump();
+  }
+
+  private async sweep(): Promise<void> {
+    try {
+      for (const info of await this.engine.listTopics()) {
+        const removed = await this.engine.enforceRetention(info.topic);
+        if (removed > 0) this.logger.debug({ topic: info.topic, removed }, 'retention removed messages');
+      }
+    } catch (err) {
+      this.logger.error({ err }, 'retention sweep failed');
+    }
+  }
+}

@@ -1,0 +1,178 @@
+import { MeshError } from '@meshmq/shared';
+import type { Engine, GroupDelivery } from '../engine/engine.js';
+import type { Connection } from './connection.js';
+import { toMessageFrame } from './message-frame.js';
+
+/** One connection's membership in a group. */
+export interface GroupMember {
+  /** Consumer id in the engine: unique per node, connection and group. */
+  readonly consumer: string;
+  readonly connection: Connection;
+  prefetch: number;
+  /** Offsets leased to this member and their lease deadlines. */
+  readonly inflight: Map<number, number>;
+}
+
+/** The largest batch one member claims per round once a backlog shows up. */
+const MAX_ROUND = 64;
+
+/**
+ * Hands a group's messages to the group's members on this node: at most
+ * `prefetch` unacked deliveries per member, spread round-robin, with
+ * redelivery when a lease ends or a nack delay passes. The engine owns the
+ * durable state (cursor, pending entries, delivery counts); this class owns
+ * who is connected and when to ask the engine for more.
+ */
+export class GroupDispatcher {
+  private readonly members = new Map<string, GroupMember>();
+  private pumping = false;
+  private pumpAgain = false;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private closed = false;
+
+  constructor(
+    readonly topic: string,
+    readonly group: string,
+    private readonly engine: Engine,
+    private readonly onDelivered: (count: number) => void,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  add(member: GroupMember): void {
+    this.members.set(member.consumer, member);
+    this.pump();
+  }
+
+  /** Removes a member and makes its leases deliverable to the others at once. */
+  async remove(consumer: string): Promise<void> {
+    const member = this.members.get(consumer);
+    if (!member) return;
+    this.members.delete(consumer);
+    member.inflight.clear();
+    try {
+      await this.engine.release(this.topic, this.group, consumer);
+    } finally {
+      this.pump();
+    }
+  }
+
+  async ack(member: GroupMember, offset: number): Promise<void> {
+    await this.engine.ack(this.topic, this.group, offset);
+    this.forget(offset);
+    this.pump();
+  }
+
+  async nack(member: GroupMember, offset: number, delayMs: number): Promise<void> {
+    const dueAt = await this.engine.nack(this.topic, this.group, offset, delayMs);
+    this.forget(offset);
+    this.schedule(dueAt);
+    this.pump();
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.members.clear();
+  }
+
+  /** Asks the engine for work for every member with free prefetch; coalesces overlapping calls. */
+  pump(): void {
+    if (this.closed) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    void this.drain()
+      .catch((err) => this.onError(err))
+      .finally(() => {
+        this.pumping = false;
+        if (this.pumpAgain && !this.closed) {
+          this.pumpAgain = false;
+          this.pump();
+        }
+      });
+  }
+
+  private async drain(): Promise<void> {
+    this.expireLeases(Date.now());
+    for (const member of this.members.values()) {
+      for (const deadline of member.inflight.values()) this.schedule(deadline);
+    }
+    let round = 1;
+    for (;;) {
+      this.pumpAgain = false;
+      const hungry = [...this.members.values()].filter((m) => m.inflight.size < m.prefetch);
+      if (hungry.length === 0 || this.closed) return;
+      // Rotate so that the first member of a round is not always the same one.
+      const first = hungry.shift();
+      if (first) {
+        this.members.delete(first.consumer);
+        this.members.set(first.consumer, first);
+        hungry.push(first);
+      }
+      const results = await Promise.all(
+        hungry.map((member) =>
+          this.engine.claim(this.topic, this.group, member.consumer, Math.min(round, member.prefetch - member.inflight.size)),
+        ),
+      );
+      let delivered = 0;
+      for (const [i, result] of results.entries()) {
+        const member = hungry[i]!;
+        if (result.nextDueAt !== undefined) this.schedule(result.nextDueAt);
+        for (const delivery of result.deliveries) this.deliver(member, delivery);
+        delivered += result.deliveries.length;
+      }
+      if (delivered === 0 && !this.pumpAgain) return;
+      round = Math.min(round * 2, MAX_ROUND);
+    }
+  }
+
+  private deliver(member: GroupMember, delivery: GroupDelivery): void {
+    if (this.members.get(member.consumer) !== member) {
+      // The member left while the claim was in flight: hand the lease back.
+      void this.engine.release(this.topic, this.group, member.consumer).then(() => this.pump(), this.onError);
+      return;
+    }
+    member.inflight.set(delivery.message.offset, delivery.deadline);
+    this.schedule(delivery.deadline);
+    member.connection.send(toMessageFrame(delivery.message, { group: this.group, delivery: delivery.delivery }));
+    this.onDelivered(1);
+  }
+
+  /** Drops leases whose deadline passed: the engine will redeliver those messages. */
+  private expireLeases(now: number): void {
+    for (const member of this.members.values()) {
+      for (const [offset, deadline] of member.inflight) {
+        if (deadline <= now) member.inflight.delete(offset);
+      }
+    }
+  }
+
+  private forget(offset: number): void {
+    for (const member of this.members.values()) member.inflight.delete(offset);
+  }
+
+  private schedule(at: number): void {
+    if (this.closed || at >= this.timerAt) return;
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timerAt = Infinity;
+      this.timer = undefined;
+      this.pump();
+    }, Math.max(0, at - Date.now()) + 5);
+    this.timer.unref();
+  }
+
+  member(consumer: string): GroupMember {
+    const member = this.members.get(consumer);
+    if (!member) throw new MeshError('not_found', `not a member of group '${this.group}' of topic '${this.topic}'`);
+    return member;
+  }
+}

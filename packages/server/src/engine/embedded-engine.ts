@@ -1,0 +1,595 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { MeshError, DEFAULTS, deadLetterTopicOf } from '@meshmq/shared';
+import type {
+  ClaimResult,
+  DeadLetter,
+  Engine,
+  GroupDelivery,
+  GroupInfo,
+  GroupSettings,
+  MessageListener,
+  PendingEntry,
+  PublishOutcome,
+  RetentionPolicy,
+  StoredMessage,
+  TopicInfo,
+} from './engine.js';
+import { LiveSequencer } from './live-sequencer.js';
+
+export interface EmbeddedEngineOptions {
+  /** Directory holding the store; created if missing. */
+  dataDir: string;
+  /** Retention of a topic. Default: {@link DEFAULTS} for every topic. */
+  retention?: (topic: string) => RetentionPolicy;
+  /** Default: 2 minutes. */
+  dedupeWindowMs?: number;
+}
+
+/** Persisted per-topic record. `last` is the source of truth for offset assignment. */
+interface TopicRecord {
+  epoch: string;
+  first: number;
+  last: number;
+  createdAt: number;
+}
+
+interface MessageRecord {
+  ts: number;
+  json: string;
+  key?: string;
+}
+
+interface DedupeRecord {
+  offset: number;
+  ts: number;
+}
+
+interface GroupRecord extends GroupSettings {
+  cursor: number;
+  createdAt: number;
+  redeliveries: number;
+  deadLettered: number;
+}
+
+interface GroupState extends GroupRecord {
+  topic: string;
+  group: string;
+  pending: Map<number, PendingEntry>;
+}
+
+type MessageKey = [string, number];
+type GroupKey = [string, string];
+type PendingKey = [string, string, number];
+
+const defaultRetention: RetentionPolicy = {
+  maxMessages: DEFAULTS.retentionMaxMessages,
+  maxAgeMs: DEFAULTS.retentionMaxAgeMs,
+};
+
+function newEpoch(): string {
+  return randomBytes(6).toString('hex');
+}
+
+function groupId(topic: string, group: string): string {
+  return `${topic}\u0000${group}`;
+}
+
+/**
+ * The single-node engine: everything in one LMDB environment under `dataDir`.
+ *
+ * Durability: LMDB commits a write transaction and then fsyncs it (lmdb-js
+ * "overlappingSync"); a committed transaction that is not yet flushed survives
+ * a process kill but not a host crash. Every method that changes state resolves
+ * only after `flushed`, so what it acknowledged survives both. lmdb-js puts all
+ * writes of one event turn in one transaction: that is the group commit.
+ *
+ * Offsets are assigned inside the write transaction from the stored `last`, so
+ * a failed commit consumes no offset and the log stays gap-free.
+ */
+export class EmbeddedEngine implements Engine {
+  readonly kind = 'embedded';
+  private root!: RootDatabase;
+  private topicsDb!: Database<TopicRecord, string>;
+  private messagesDb!: Database<MessageRecord, MessageKey>;
+  private dedupeDb!: Database<DedupeRecord, [string, string]>;
+  private groupsDb!: Database<GroupRecord, GroupKey>;
+  private pendingDb!: Database<PendingEntry, PendingKey>;
+
+  /** Durable view of each topic: what listeners have been told about. */
+  private readonly topics = new Map<string, TopicInfo>();
+  private readonly groups = new Map<string, GroupState>();
+  private readonly listeners = new Set<MessageListener>();
+  private readonly sequencer: LiveSequencer;
+  private readonly retention: (topic: string) => RetentionPolicy;
+  private readonly dedupeWindowMs: number;
+  private closed = false;
+
+  constructor(private readonly options: EmbeddedEngineOptions) {
+    this.retention = options.retention ?? (() => defaultRetention);
+    this.dedupeWindowMs = options.dedupeWindowMs ?? DEFAULTS.dedupeWindowMs;
+    this.sequencer = new LiveSequencer((message) => {
+      const info = this.topics.get(message.topic);
+      if (info && message.offset > info.last) {
+        info.last = message.offset;
+        info.count = info.last - info.first + 1;
+      }
+      for (const listener of this.listeners) listener(message);
+    });
+  }
+
+  async open(): Promise<void> {
+    mkdirSync(this.options.dataDir, { recursive: true });
+    this.root = open({ path: this.options.dataDir, compression: false });
+    this.topicsDb = this.root.openDB<TopicRecord, string>({ name: 'topics' });
+    this.messagesDb = this.root.openDB<MessageRecord, MessageKey>({ name: 'messages' });
+    this.dedupeDb = this.root.openDB<DedupeRecord, [string, string]>({ name: 'dedupe' });
+    this.groupsDb = this.root.openDB<GroupRecord, GroupKey>({ name: 'groups' });
+    this.pendingDb = this.root.openDB<PendingEntry, PendingKey>({ name: 'pending' });
+
+    for (const { key, value } of this.topicsDb.getRange()) {
+      this.topics.set(key, this.toInfo(key, value));
+      this.sequencer.reset(key, value.last);
+    }
+    const now = Date.now();
+    for (const { key, value } of this.groupsDb.getRange()) {
+      const [topic, group] = key;
+      this.groups.set(groupId(topic, group), { ...value, topic, group, pending: new Map() });
+    }
+    for (const { key, value } of this.pendingDb.getRange()) {
+      const [topic, group, offset] = key;
+      // Every member was disconnected by the restart: their leases end now.
+      const entry: PendingEntry = { ...value, offset, consumer: null, deadline: Math.min(value.deadline, now) };
+      this.groups.get(groupId(topic, group))?.pending.set(offset, entry);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.listeners.clear();
+    await this.root?.flushed;
+    await this.root?.close();
+  }
+
+  onMessage(listener: MessageListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // ---- topics ------------------------------------------------------------------
+
+  async publish(topic: string, data: unknown, options: { key?: string } = {}): Promise<PublishOutcome> {
+    const json = JSON.stringify(data);
+    if (json === undefined) throw new MeshError('bad_request', "'data' must be a JSON value");
+    return this.append(topic, json, options.key);
+  }
+
+  /**
+   * Appends one message in a write transaction; `alsoInTransaction` runs in the
+   * same transaction (dead-lettering removes the pending entry atomically).
+   */
+  private async append(
+    topic: string,
+    json: string,
+    key: string | undefined,
+    alsoInTransaction?: () => void,
+  ): Promise<PublishOutcome> {
+    this.assertOpen();
+    // Creating the topic first gives its in-memory state exactly one starting point.
+    if (!this.topics.has(topic)) await this.topicInfo(topic);
+    const now = Date.now();
+    const retention = this.retention(topic);
+    let trimmedTo: number | undefined;
+    let result: PublishOutcome & { message?: StoredMessage };
+    try {
+      result = await this.root.transaction(() => {
+        if (key !== undefined) {
+          const seen = this.dedupeDb.get([topic, key]);
+          if (seen && now - seen.ts < this.dedupeWindowMs) {
+            const record = this.topicsDb.get(topic);
+            return { offset: seen.offset, epoch: record?.epoch ?? '', ts: seen.ts, duplicate: true };
+          }
+        }
+        const record = this.topicsDb.get(topic);
+        if (!record) throw new MeshError('internal', `topic '${topic}' vanished from the store`);
+        const offset = record.last + 1;
+        const stored: MessageRecord = key === undefined ? { ts: now, json } : { ts: now, json, key };
+        this.messagesDb.put([topic, offset], stored);
+        let first = record.first;
+        // Count retention, enforced on the write path so a topic never exceeds it.
+        while (offset - first + 1 > retention.maxMessages) {
+          this.messagesDb.remove([topic, first]);
+          first++;
+          trimmedTo = first;
+        }
+        this.topicsDb.put(topic, { ...record, first, last: offset });
+        if (key !== undefined) this.dedupeDb.put([topic, key], { offset, ts: now });
+        alsoInTransaction?.();
+        const message: StoredMessage = { topic, offset, epoch: record.epoch, ts: now, data: undefined };
+        if (key !== undefined) message.key = key;
+        return { offset, epoch: record.epoch, ts: now, duplicate: false, message };
+      });
+      await this.root.flushed;
+    } catch (err) {
+      throw this.storageError(err);
+    }
+    if (trimmedTo !== undefined) this.setFirst(topic, trimmedTo);
+    const { message, ...outcome } = result;
+    if (message) {
+      message.data = JSON.parse(json);
+      this.sequencer.push(message);
+    } else {
+      // A duplicate of a publish still in flight must not be answered before it is durable.
+      await this.sequencer.reached(topic, outcome.offset);
+    }
+    return outcome;
+  }
+
+  async read(topic: string, from: number, limit: number): Promise<StoredMessage[]> {
+    return this.readDurable(topic, from, limit);
+  }
+
+  /** Synchronous so that claim can pick and lease entries without interleaving. */
+  private readDurable(topic: string, from: number, limit: number): StoredMessage[] {
+    const info = this.topics.get(topic);
+    if (!info || limit <= 0) return [];
+    const start = Math.max(from, info.first);
+    if (start > info.last) return [];
+    const out: StoredMessage[] = [];
+    for (const { key, value } of this.messagesDb.getRange({
+      start: [topic, start],
+      end: [topic, info.last + 1],
+      limit,
+    })) {
+      const message: StoredMessage = { topic, offset: key[1], epoch: info.epoch, ts: value.ts, data: JSON.parse(value.json) };
+      if (value.key !== undefined) message.key = value.key;
+      out.push(message);
+    }
+    return out;
+  }
+
+  async topicInfo(topic: string): Promise<TopicInfo> {
+    const known = this.topics.get(topic);
+    if (known) return { ...known };
+    this.assertOpen();
+    let record: TopicRecord;
+    try {
+      record = await this.root.transaction(() => {
+        const existing = this.topicsDb.get(topic);
+        if (existing) return existing;
+        const fresh = { epoch: newEpoch(), first: 1, last: 0, createdAt: Date.now() };
+        this.topicsDb.put(topic, fresh);
+        return fresh;
+      });
+      await this.root.flushed;
+    } catch (err) {
+      throw this.storageError(err);
+    }
+    return { ...this.ensureTopicState(topic, record) };
+  }
+
+  async listTopics(): Promise<TopicInfo[]> {
+    return [...this.topics.values()].map((info) => ({ ...info })).sort((a, b) => a.topic.localeCompare(b.topic));
+  }
+
+  async enforceRetention(topic: string, now = Date.now()): Promise<number> {
+    const info = this.topics.get(topic);
+    if (!info) return 0;
+    const { maxAgeMs, maxMessages } = this.retention(topic);
+    let removed = 0;
+    let first = 0;
+    try {
+      await this.root.transaction(() => {
+        const record = this.topicsDb.get(topic);
+        if (!record) return;
+        first = record.first;
+        const durableLast = info.last;
+        for (const { key, value } of this.messagesDb.getRange({ start: [topic, first], end: [topic, durableLast + 1] })) {
+          const tooOld = now - value.ts > maxAgeMs;
+          const tooMany = record.last - key[1] + 1 > maxMessages;
+          if (!tooOld && !tooMany) break;
+          this.messagesDb.remove(key);
+          first = key[1] + 1;
+          removed++;
+        }
+        if (removed > 0) this.topicsDb.put(topic, { ...record, first });
+      });
+      await this.root.flushed;
+    } catch (err) {
+      throw this.storageError(err);
+    }
+    if (removed > 0) this.setFirst(topic, first);
+    await this.expireDedupeKeys(topic, now);
+    return removed;
+  }
+
+  private async expireDedupeKeys(topic: string, now: number): Promise<void> {
+    const expired: Array<[string, string]> = [];
+    for (const { key, value } of this.dedupeDb.getRange({ start: [topic, ''], end: [topic, '\uffff'] })) {
+      if (now - value.ts >= this.dedupeWindowMs) expired.push(key);
+    }
+    if (expired.length > 0) await this.write(() => expired.forEach((key) => this.dedupeDb.remove(key)));
+  }
+
+  // ---- groups ------------------------------------------------------------------
+
+  async ensureGroup(
+    topic: string,
+    group: string,
+    options: Partial<GroupSettings> & { startAt?: number } = {},
+  ): Promise<GroupInfo> {
+    const info = await this.topicInfo(topic);
+    let state = this.groups.get(groupId(topic, group));
+    if (!state) {
+      state = {
+        topic,
+        group,
+        cursor: Math.max(options.startAt ?? info.last + 1, info.first),
+        ackWaitMs: options.ackWaitMs ?? DEFAULTS.ackWaitMs,
+        maxDeliveries: options.maxDeliveries ?? DEFAULTS.maxDeliveries,
+        createdAt: Date.now(),
+        redeliveries: 0,
+        deadLettered: 0,
+        pending: new Map(),
+      };
+      this.groups.set(groupId(topic, group), state);
+    } else {
+      if (options.ackWaitMs !== undefined) state.ackWaitMs = options.ackWaitMs;
+      if (options.maxDeliveries !== undefined) state.maxDeliveries = options.maxDeliveries;
+    }
+    await this.persistGroup(state);
+    return this.describeGroup(state, Date.now());
+  }
+
+  async groupInfo(topic: string, group: string): Promise<GroupInfo | undefined> {
+    const state = this.groups.get(groupId(topic, group));
+    return state && this.describeGroup(state, Date.now());
+  }
+
+  async listGroups(topic: string): Promise<GroupInfo[]> {
+    const now = Date.now();
+    return [...this.groups.values()]
+      .filter((state) => state.topic === topic)
+      .map((state) => this.describeGroup(state, now))
+      .sort((a, b) => a.group.localeCompare(b.group));
+  }
+
+  async pending(topic: string, group: string, limit: number): Promise<PendingEntry[]> {
+    const state = this.groups.get(groupId(topic, group));
+    if (!state) return [];
+    return [...state.pending.values()].sort((a, b) => a.offset - b.offset).slice(0, limit).map((e) => ({ ...e }));
+  }
+
+  async claim(topic: string, group: string, consumer: string, max: number, now = Date.now()): Promise<ClaimResult> {
+    const state = this.requireGroup(topic, group);
+    const info = this.topics.get(topic);
+    const deliveries: GroupDelivery[] = [];
+    const changed: PendingEntry[] = [];
+    const dropped: number[] = [];
+    const exhausted: PendingEntry[] = [];
+
+    const due = [...state.pending.values()].filter((e) => e.deadline <= now).sort((a, b) => a.offset - b.offset);
+    for (const entry of due) {
+      if (deliveries.length >= max) break;
+      const [message] = this.readDurable(topic, entry.offset, 1);
+      if (!message || message.offset !== entry.offset) {
+        // Retention removed it while it was pending: nothing left to deliver.
+        state.pending.delete(entry.offset);
+        dropped.push(entry.offset);
+        continue;
+      }
+      if (entry.delivery >= state.maxDeliveries) {
+        state.pending.delete(entry.offset);
+        exhausted.push(entry);
+        void this.deadLetter(state, entry, message, now);
+        continue;
+      }
+      entry.delivery += 1;
+      entry.consumer = consumer;
+      entry.deadline = now + state.ackWaitMs;
+      entry.lastDeliveredAt = now;
+      state.redeliveries += 1;
+      changed.push(entry);
+      deliveries.push({ message, delivery: entry.delivery, deadline: entry.deadline });
+    }
+
+    if (info && deliveries.length < max) {
+      if (state.cursor < info.first) state.cursor = info.first;
+      const fresh = this.readDurable(topic, state.cursor, max - deliveries.length);
+      for (const message of fresh) {
+        const entry: PendingEntry = {
+          offset: message.offset,
+          consumer,
+          delivery: 1,
+          deadline: now + state.ackWaitMs,
+          firstDeliveredAt: now,
+          lastDeliveredAt: now,
+        };
+        state.pending.set(message.offset, entry);
+        state.cursor = message.offset + 1;
+        changed.push(entry);
+        deliveries.push({ message, delivery: 1, deadline: entry.deadline });
+      }
+    }
+
+    if (changed.length > 0 || dropped.length > 0) {
+      await this.write(() => {
+        this.groupsDb.put([topic, group], this.groupRecord(state));
+        for (const entry of changed) this.pendingDb.put([topic, group, entry.offset], entry);
+        for (const offset of dropped) this.pendingDb.remove([topic, group, offset]);
+      });
+    }
+    const result: ClaimResult = { deliveries };
+    const nextDueAt = this.nextDueAt(state, now);
+    if (nextDueAt !== undefined) result.nextDueAt = nextDueAt;
+    return result;
+  }
+
+  private async deadLetter(state: GroupState, entry: PendingEntry, message: StoredMessage, now: number): Promise<void> {
+    const letter: DeadLetter = {
+      topic: state.topic,
+      group: state.group,
+      offset: entry.offset,
+      epoch: message.epoch,
+      ts: message.ts,
+      data: message.data,
+      deliveries: entry.delivery,
+      firstDeliveredAt: entry.firstDeliveredAt,
+      lastDeliveredAt: entry.lastDeliveredAt,
+      reason: 'max_deliveries',
+      deadLetteredAt: now,
+    };
+    if (message.key !== undefined) letter.key = message.key;
+    state.deadLettered += 1;
+    try {
+      await this.append(deadLetterTopicOf(state.topic), JSON.stringify(letter), undefined, () => {
+        this.pendingDb.remove([state.topic, state.group, entry.offset]);
+        this.groupsDb.put([state.topic, state.group], this.groupRecord(state));
+      });
+    } catch {
+      // Keep the message: it stays pending and is dead-lettered on a later claim.
+      state.deadLettered -= 1;
+      state.pending.set(entry.offset, entry);
+    }
+  }
+
+  async ack(topic: string, group: string, offset: number): Promise<void> {
+    const state = this.requireGroup(topic, group);
+    if (!state.pending.delete(offset)) {
+      throw new MeshError('not_found', `offset ${offset} is not pending in group '${group}' of topic '${topic}'`);
+    }
+    await this.write(() => this.pendingDb.remove([topic, group, offset]));
+  }
+
+  async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now()): Promise<number> {
+    const state = this.requireGroup(topic, group);
+    const entry = state.pending.get(offset);
+    if (!entry) {
+      throw new MeshError('not_found', `offset ${offset} is not pending in group '${group}' of topic '${topic}'`);
+    }
+    entry.consumer = null;
+    entry.deadline = now + delayMs;
+    await this.write(() => this.pendingDb.put([topic, group, offset], entry));
+    return entry.deadline;
+  }
+
+  async release(topic: string, group: string, consumer: string): Promise<number> {
+    const state = this.groups.get(groupId(topic, group));
+    if (!state) return 0;
+    const now = Date.now();
+    const released: PendingEntry[] = [];
+    for (const entry of state.pending.values()) {
+      if (entry.consumer !== consumer) continue;
+      entry.consumer = null;
+      entry.deadline = now;
+      released.push(entry);
+    }
+    if (released.length > 0) {
+      await this.write(() => {
+        for (const entry of released) this.pendingDb.put([topic, group, entry.offset], entry);
+      });
+    }
+    return released.length;
+  }
+
+  async deleteGroup(topic: string, group: string): Promise<void> {
+    const state = this.groups.get(groupId(topic, group));
+    if (!state) return;
+    this.groups.delete(groupId(topic, group));
+    await this.write(() => {
+      this.groupsDb.remove([topic, group]);
+      for (const offset of state.pending.keys()) this.pendingDb.remove([topic, group, offset]);
+    });
+  }
+
+  // ---- helpers -----------------------------------------------------------------
+
+  private requireGroup(topic: string, group: string): GroupState {
+    const state = this.groups.get(groupId(topic, group));
+    if (!state) throw new MeshError('not_found', `group '${group}' of topic '${topic}' does not exist`);
+    return state;
+  }
+
+  private groupRecord(state: GroupState): GroupRecord {
+    const { ackWaitMs, maxDeliveries, cursor, createdAt, redeliveries, deadLettered } = state;
+    return { ackWaitMs, maxDeliveries, cursor, createdAt, redeliveries, deadLettered };
+  }
+
+  private persistGroup(state: GroupState): Promise<void> {
+    return this.write(() => this.groupsDb.put([state.topic, state.group], this.groupRecord(state)));
+  }
+
+  private describeGroup(state: GroupState, now: number): GroupInfo {
+    let oldest = now;
+    for (const entry of state.pending.values()) oldest = Math.min(oldest, entry.firstDeliveredAt);
+    return {
+      topic: state.topic,
+      group: state.group,
+      ackWaitMs: state.ackWaitMs,
+      maxDeliveries: state.maxDeliveries,
+      cursor: state.cursor,
+      pending: state.pending.size,
+      oldestPendingMs: now - oldest,
+      redeliveries: state.redeliveries,
+      deadLettered: state.deadLettered,
+      createdAt: state.createdAt,
+    };
+  }
+
+  private nextDueAt(state: GroupState, now: number): number | undefined {
+    let next: number | undefined;
+    for (const entry of state.pending.values()) {
+      if (entry.deadline > now && (next === undefined || entry.deadline < next)) next = entry.deadline;
+    }
+    return next;
+  }
+
+  private async write(body: () => void): Promise<void> {
+    this.assertOpen();
+    try {
+      await this.root.transaction(body);
+      await this.root.flushed;
+    } catch (err) {
+      throw this.storageError(err);
+    }
+  }
+
+  private ensureTopicState(topic: string, record: TopicRecord): TopicInfo {
+    let info = this.topics.get(topic);
+    if (!info) {
+      info = this.toInfo(topic, record);
+      this.topics.set(topic, info);
+      this.sequencer.reset(topic, record.last);
+    }
+    return info;
+  }
+
+  private setFirst(topic: string, first: number): void {
+    const info = this.topics.get(topic);
+    if (!info || first <= info.first) return;
+    info.first = first;
+    info.count = Math.max(0, info.last - info.first + 1);
+  }
+
+  private toInfo(topic: string, record: TopicRecord): TopicInfo {
+    return {
+      topic,
+      epoch: record.epoch,
+      first: record.first,
+      last: record.last,
+      count: Math.max(0, record.last - record.first + 1),
+    };
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new MeshError('unavailable', 'the storage engine is closed');
+  }
+
+  private storageError(err: unknown): MeshError {
+    if (err instanceof MeshError) return err;
+    const reason = err instanceof Error ? err.message : String(err);
+    return new MeshError('unavailable', `storage write failed: ${reason}`, { cause: err });
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * The storage interface the broker core talks to. Every engine (embedded,
+ * Redis) implements it and passes the same conformance suite
+ * (test/engine/conformance.ts).
+ *
+ * Contract highlights:
+ * - Offsets per topic start at 1, are gap-free and strictly increasing.
+ * - `publish` resolves only once the message is durable by the engine's
+ *   definition (documented per engine in docs/guarantees.md).
+ * - Live messages reach `onMessage` listeners in offset order per topic, only
+ *   after they are durable.
+ * - Group state (cursor, pending entries, delivery counts) is durable.
+ */
+
+export interface StoredMessage {
+  topic: string;
+  offset: number;
+  epoch: string;
+  ts: number;
+  data: unknown;
+  key?: string;
+}
+
+export interface TopicInfo {
+  topic: string;
+  epoch: string;
+  /** First retained offset; `last + 1` when nothing is retained. */
+  first: number;
+  /** Last offset ever assigned; 0 for a topic with no message yet. */
+  last: number;
+  /** Retained messages. */
+  count: number;
+}
+
+export interface PublishOutcome {
+  offset: number;
+  epoch: string;
+  ts: number;
+  duplicate: boolean;
+}
+
+export interface RetentionPolicy {
+  maxMessages: number;
+  maxAgeMs: number;
+}
+
+export interface GroupSettings {
+  ackWaitMs: number;
+  maxDeliveries: number;
+}
+
+export interface GroupInfo extends GroupSettings {
+  topic: string;
+  group: string;
+  /** Next offset this group will take from the topic. */
+  cursor: number;
+  /** Delivered and not yet acked, or waiting for redelivery. */
+  pending: number;
+  /** Age in ms of the oldest pending delivery, 0 when none. */
+  oldestPendingMs: number;
+  /** Deliveries beyond the first, over the group's life. */
+  redeliveries: number;
+  /** Messages moved to the dead-letter topic, over the group's life. */
+  deadLettered: number;
+  createdAt: number;
+}
+
+/** One message handed to one group member. */
+export interface GroupDelivery {
+  message: StoredMessage;
+  /** 1 on first delivery. */
+  delivery: number;
+  /** When the member's lease ends and the message becomes deliverable again. */
+  deadline: number;
+}
+
+export interface ClaimResult {
+  deliveries: GroupDelivery[];
+  /**
+   * Earliest time at which a pending entry of this group becomes deliverable
+   * again (lease expiry or nack delay), or undefined when none is waiting.
+   */
+  nextDueAt?: number;
+}
+
+export interface PendingEntry {
+  offset: number;
+  consumer: string | null;
+  delivery: number;
+  deadline: number;
+  firstDeliveredAt: number;
+  lastDeliveredAt: number;
+}
+
+/** Envelope stored as `data` of a message in a dead-letter topic. */
+export interface DeadLetter {
+  topic: string;
+  group: string;
+  offset: number;
+  epoch: string;
+  ts: number;
+  key?: string;
+  data: unknown;
+  deliveries: number;
+  firstDeliveredAt: number;
+  lastDeliveredAt: number;
+  reason: 'max_deliveries';
+  deadLetteredAt: number;
+}
+
+export type MessageListener = (message: StoredMessage) => void;
+
+export interface Engine {
+  /** `embedded` or `redis`. */
+  readonly kind: string;
+
+  open(): Promise<void>;
+  close(): Promise<void>;
+
+  publish(topic: string, data: unknown, options?: { key?: string }): Promise<PublishOutcome>;
+  /** Up to `limit` retained messages with offset >= `from`, in offset order. */
+  read(topic: string, from: number, limit: number): Promise<StoredMessage[]>;
+  /** Creates the topic's log (and epoch) if it does not exist yet. */
+  topicInfo(topic: string): Promise<TopicInfo>;
+  listTopics(): Promise<TopicInfo[]>;
+  /** Removes messages the topic's retention no longer keeps; returns how many. */
+  enforceRetention(topic: string, now?: number): Promise<number>;
+
+  /** Registers a live listener; returns a function that removes it. */
+  onMessage(listener: MessageListener): () => void;
+
+  /**
+   * Creates the group if missing (starting at `startAt`, default: after the
+   * last offset) and applies any given settings. Returns its state.
+   */
+  ensureGroup(
+    topic: string,
+    group: string,
+    options?: Partial<GroupSettings> & { startAt?: number },
+  ): Promise<GroupInfo>;
+  groupInfo(topic: string, group: string): Promise<GroupInfo | undefined>;
+  listGroups(topic: string): Promise<GroupInfo[]>;
+  pending(topic: string, group: string, limit: number): Promise<PendingEntry[]>;
+  /**
+   * Leases up to `max` messages to `consumer`: due pending entries first (in
+   * offset order), then new messages after the cursor. An entry that has
+   * reached maxDeliveries is moved to the dead-letter topic instead.
+   */
+  claim(topic: string, group: string, consumer: string, max: number, now?: number): Promise<ClaimResult>;
+  /** Settles a pending delivery. Throws `not_found` if the offset is not pending. */
+  ack(topic: string, group: string, offset: number): Promise<void>;
+  /** Makes a pending delivery deliverable again after `delayMs`. Throws `not_found` if not pending. */
+  nack(topic: string, group: string, offset: number, delayMs: number, now?: number): Promise<number>;
+  /** Makes every delivery leased to `consumer` deliverable now; returns how many. */
+  release(topic: string, group: string, consumer: string): Promise<number>;
+  deleteGroup(topic: string, group: string): Promise<void>;
+}

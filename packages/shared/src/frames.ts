@@ -1,0 +1,213 @@
+import { z } from 'zod';
+import { DEFAULTS, LIMITS } from './defaults.js';
+import { MeshError } from './errors.js';
+import { isReadableTopicName, isValidGroupName } from './names.js';
+
+/**
+ * Schemas for every frame a client may send. This is the one place inbound
+ * frames are validated; both transports call {@link parseRequest}.
+ */
+
+const requestId = z.union([z.string().max(128), z.number()]);
+const topic = z
+  .string()
+  .refine(isReadableTopicName, 'invalid topic name (1-200 of A-Z a-z 0-9 _ - . :, not starting with - . :)');
+const group = z.string().refine(isValidGroupName, 'invalid group name (1-100 of A-Z a-z 0-9 _ - . :, not starting with - . :)');
+const offset = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const between = (min: number, max: number) => z.number().int().min(min).max(max);
+
+const hello = z.strictObject({
+  op: z.literal('hello'),
+  id: requestId,
+  client: z.string().max(200).optional(),
+});
+
+const publish = z.strictObject({
+  op: z.literal('publish'),
+  id: requestId,
+  topic,
+  data: z.json(),
+  key: z.string().min(1).max(LIMITS.keyLength).optional(),
+});
+
+const subscribe = z.strictObject({
+  op: z.literal('subscribe'),
+  id: requestId,
+  topic,
+  /** Fan-out: first offset to deliver. Group: start position of a group created by this call. */
+  from: offset.optional(),
+  /** Fan-out: the epoch `from` refers to; when it differs from the topic's, replay starts at the first retained offset. */
+  epoch: z.string().max(64).optional(),
+  group: group.optional(),
+  prefetch: between(LIMITS.prefetch.min, LIMITS.prefetch.max).optional(),
+  ackWait: between(LIMITS.ackWaitMs.min, LIMITS.ackWaitMs.max).optional(),
+  maxDeliveries: between(LIMITS.maxDeliveries.min, LIMITS.maxDeliveries.max).optional(),
+});
+
+const unsubscribe = z.strictObject({
+  op: z.literal('unsubscribe'),
+  id: requestId,
+  topic,
+  group: group.optional(),
+});
+
+const ack = z.strictObject({
+  op: z.literal('ack'),
+  id: requestId,
+  topic,
+  group,
+  offset,
+});
+
+const nack = z.strictObject({
+  op: z.literal('nack'),
+  id: requestId,
+  topic,
+  group,
+  offset,
+  delay: between(LIMITS.nackDelayMs.min, LIMITS.nackDelayMs.max).optional(),
+});
+
+const history = z.strictObject({
+  op: z.literal('history'),
+  id: requestId,
+  topic,
+  from: offset.optional(),
+  limit: between(1, DEFAULTS.historyMaxLimit).optional(),
+});
+
+const ping = z.strictObject({ op: z.literal('ping'), id: requestId });
+
+const schemas = { hello, publish, subscribe, unsubscribe, ack, nack, history, ping } as const;
+
+export type RequestOp = keyof typeof schemas;
+export const REQUEST_OPS = Object.keys(schemas) as RequestOp[];
+
+export type HelloRequest = z.infer<typeof hello>;
+export type PublishRequest = z.infer<typeof publish>;
+export type SubscribeRequest = z.infer<typeof subscribe>;
+export type UnsubscribeRequest = z.infer<typeof unsubscribe>;
+export type AckRequest = z.infer<typeof ack>;
+export type NackRequest = z.infer<typeof nack>;
+export type HistoryRequest = z.infer<typeof history>;
+export type PingRequest = z.infer<typeof ping>;
+export type Request =
+  | HelloRequest
+  | PublishRequest
+  | SubscribeRequest
+  | UnsubscribeRequest
+  | AckRequest
+  | NackRequest
+  | HistoryRequest
+  | PingRequest;
+export type RequestId = z.infer<typeof requestId>;
+
+function isRequestOp(op: unknown): op is RequestOp {
+  return typeof op === 'string' && Object.hasOwn(schemas, op);
+}
+
+function describe(issue: z.core.$ZodIssue, frame: Record<string, unknown>): string {
+  const path = issue.path.map(String).join('.');
+  if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+  if (issue.path.length === 1 && frame[path] === undefined) return `'${path}' is required`;
+  if (path === 'data') return "'data' must be a JSON value";
+  return path ? `'${path}': ${issue.message}` : issue.message;
+}
+
+/** The request id of a frame that may be invalid, so its error can still be correlated. */
+export function requestIdOf(frame: unknown): RequestId | null {
+  if (frame === null || typeof frame !== 'object') return null;
+  const parsed = requestId.safeParse((frame as Record<string, unknown>).id);
+  return parsed.success ? parsed.data : null;
+}
+
+/**
+ * Validates a decoded frame. Throws a `bad_request` MeshError naming the first
+ * problem; never returns a partially valid request.
+ */
+export function parseRequest(frame: unknown): Request {
+  if (frame === null || typeof frame !== 'object' || Array.isArray(frame)) {
+    throw new MeshError('bad_request', 'a frame must be a JSON object');
+  }
+  const op = (frame as Record<string, unknown>).op;
+  if (op === undefined) throw new MeshError('bad_request', "'op' is required");
+  if (!isRequestOp(op)) {
+    throw new MeshError('bad_request', `unknown op ${JSON.stringify(op)}; expected one of ${REQUEST_OPS.join(', ')}`);
+  }
+  const result = schemas[op].safeParse(frame);
+  if (!result.success) {
+    const first = result.error.issues[0];
+    throw new MeshError('bad_request', first ? describe(first, frame as Record<string, unknown>) : 'invalid frame');
+  }
+  return result.data as Request;
+}
+
+// ---- Frames sent by the server -------------------------------------------------
+
+export interface OkFrame {
+  op: 'ok';
+  id: RequestId;
+  [field: string]: unknown;
+}
+
+export interface ErrorFrame {
+  op: 'error';
+  id: RequestId | null;
+  code: string;
+  message: string;
+}
+
+export interface MessageFrame {
+  op: 'message';
+  topic: string;
+  offset: number;
+  epoch: string;
+  ts: number;
+  data: unknown;
+  key?: string;
+  group?: string;
+  delivery?: number;
+}
+
+export type ServerFrame = OkFrame | ErrorFrame | MessageFrame;
+
+// ---- Results of each request (the fields of its ok frame) ----------------------
+
+export interface HelloResult {
+  node: string;
+  version: string;
+  protocol: number;
+  nodes: string[];
+  limits: { maxMessageBytes: number };
+}
+
+export interface PublishResult {
+  offset: number;
+  epoch: string;
+  ts: number;
+  duplicate: boolean;
+}
+
+export interface SubscribeResult {
+  epoch: string;
+  /** First retained offset (last + 1 when nothing is retained). */
+  first: number;
+  /** Last offset ever assigned in this topic (0 when none). */
+  last: number;
+  /** False when `from` asked for offsets no longer retained; see `missing`. */
+  recovered: boolean;
+  missing?: { from: number; to: number };
+  group?: string;
+  prefetch?: number;
+  ackWait?: number;
+  maxDeliveries?: number;
+}
+
+export interface HistoryResult {
+  epoch: string;
+  first: number;
+  last: number;
+  messages: MessageFrame[];
+}
+
+export const PROTOCOL_VERSION = 1;
