@@ -36,8 +36,9 @@ export class RawClient {
   /** Sends a request with a fresh id and resolves with its reply (ok or error). */
   async request(frame: Record<string, unknown>): Promise<Frame> {
     const id = (frame.id as number | undefined) ?? this.nextId++;
+    const sentAt = this.frames.length;
     this.sendRaw(JSON.stringify({ ...frame, id }));
-    return this.waitFor((f) => (f.op === 'ok' || f.op === 'error') && f.id === id);
+    return this.waitFor((f) => (f.op === 'ok' || f.op === 'error') && f.id === id && this.frames.indexOf(f) >= sentAt);
   }
 
   /** Like request, but throws unless the reply is ok. */

@@ -25,4 +25,6 @@ export const LIMITS = {
   prefetch: { min: 1, max: 10_000 },
   nackDelayMs: { min: 0, max: 12 * 60 * 60 * 1000 },
   keyLength: 256,
+  /** Deepest nesting of objects and arrays accepted in `data`. */
+  dataDepth: 64,
 } as const;

@@ -22,11 +22,43 @@ const hello = z.strictObject({
   client: z.string().max(200).optional(),
 });
 
+/**
+ * Checks iteratively (no recursion, so hostile nesting cannot overflow the
+ * stack) that `value` is plain JSON nested at most `maxDepth` levels.
+ */
+export function jsonProblem(value: unknown, maxDepth: number): string | undefined {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop()!;
+    if (item === null || typeof item === 'string' || typeof item === 'boolean') continue;
+    if (typeof item === 'number') {
+      if (!Number.isFinite(item)) return 'must be a JSON value (numbers must be finite)';
+      continue;
+    }
+    if (typeof item !== 'object') return 'must be a JSON value';
+    if (depth > maxDepth) return `nests deeper than ${maxDepth} levels`;
+    if (Array.isArray(item)) {
+      for (const child of item) stack.push([child, depth + 1]);
+      continue;
+    }
+    const proto = Object.getPrototypeOf(item);
+    if (proto !== Object.prototype && proto !== null) return 'must be a JSON value (plain objects, arrays and scalars only)';
+    for (const child of Object.values(item)) stack.push([child, depth + 1]);
+  }
+  return undefined;
+}
+
+const jsonData = z.unknown().superRefine((value, ctx) => {
+  if (value === undefined) return;
+  const problem = jsonProblem(value, LIMITS.dataDepth);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
 const publish = z.strictObject({
   op: z.literal('publish'),
   id: requestId,
   topic,
-  data: z.json(),
+  data: jsonData,
   key: z.string().min(1).max(LIMITS.keyLength).optional(),
 });
 
@@ -110,7 +142,6 @@ function describe(issue: z.core.$ZodIssue, frame: Record<string, unknown>): stri
   const path = issue.path.map(String).join('.');
   if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
   if (issue.path.length === 1 && frame[path] === undefined) return `'${path}' is required`;
-  if (path === 'data') return "'data' must be a JSON value";
   return path ? `'${path}': ${issue.message}` : issue.message;
 }
 
