@@ -26,6 +26,8 @@ describe('crash recovery', () => {
 
     const acked = new Map<number, { p: number; n: number }>();
     const groupAcked = new Set<number>();
+    // Acks sent whose reply may have been lost in the kill: they may or may not have held.
+    const ackSent = new Set<number>();
     let killed = false;
     const killAfter = 1000 + Math.floor(Math.random() * 3000);
 
@@ -57,6 +59,7 @@ describe('crash recovery', () => {
         handled += batch.length;
         await Promise.all(
           batch.map(async (m) => {
+            ackSent.add(m.offset as number);
             const reply = await setup.request({ op: 'ack', topic, group: 'g', offset: m.offset }).catch(() => undefined);
             if (reply?.op === 'ok') groupAcked.add(m.offset as number);
           }),
@@ -102,7 +105,7 @@ describe('crash recovery', () => {
     // The group resumes: everything not acked before the crash comes again; nothing acked does.
     const member = await RawClient.connect(node.wsUrl);
     await member.ok({ op: 'subscribe', topic, group: 'g', prefetch: 1000 });
-    const expected = range(1, last).filter((o) => !groupAcked.has(o));
+    const mustComeBack = range(1, last).filter((o) => !ackSent.has(o));
     const delivered = new Set<number>();
     await eventually(async () => {
       for (const m of member.messages(topic, 'g')) {
@@ -112,10 +115,12 @@ describe('crash recovery', () => {
           await member.ok({ op: 'ack', topic, group: 'g', offset });
         }
       }
-      return delivered.size >= expected.length;
-    }, 30_000, 'group redelivery');
+      return mustComeBack.every((o) => delivered.has(o));
+    }, 30_000, 'group redelivery').catch((err) => {
+      throw new Error(`${err}; missing ${mustComeBack.filter((o) => !delivered.has(o)).slice(0, 20)}`);
+    });
     for (const offset of groupAcked) expect(delivered.has(offset), `acked offset ${offset} came back`).toBe(false);
-    expect([...delivered].sort((a, b) => a - b)).toEqual(expected);
+    for (const offset of delivered) expect(offset).toBeLessThanOrEqual(last);
 
     // Offsets go on after the last stored one.
     expect(await reader.ok({ op: 'publish', topic, data: 'after' })).toMatchObject({ offset: last + 1 });

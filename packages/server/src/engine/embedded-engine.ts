@@ -181,7 +181,7 @@ export class EmbeddedEngine implements Engine {
     if (!this.topics.has(topic)) await this.topicInfo(topic);
     const now = Date.now();
     const retention = this.retention(topic);
-    let trimmedTo: number | undefined;
+    let trimmed: (() => void) | undefined;
     let result: PublishOutcome & { message?: StoredMessage };
     try {
       result = await this.root.transaction(() => {
@@ -202,8 +202,8 @@ export class EmbeddedEngine implements Engine {
         while (offset - first + 1 > retention.maxMessages) {
           this.messagesDb.remove([topic, first]);
           first++;
-          trimmedTo = first;
         }
+        if (first > record.first) trimmed = this.advanceFirst(topic, first);
         this.topicsDb.put(topic, { ...record, first, last: offset });
         if (key !== undefined) this.dedupeDb.put([topic, key], { offset, ts: now });
         alsoInTransaction?.();
@@ -213,9 +213,9 @@ export class EmbeddedEngine implements Engine {
       });
       await this.root.flushed;
     } catch (err) {
+      trimmed?.();
       throw this.storageError(err);
     }
-    if (trimmedTo !== undefined) this.setFirst(topic, trimmedTo);
     const { message, ...outcome } = result;
     if (message) {
       message.data = JSON.parse(json);
@@ -280,6 +280,7 @@ export class EmbeddedEngine implements Engine {
     const { maxAgeMs, maxMessages } = this.retention(topic);
     let removed = 0;
     let first = 0;
+    let undo: (() => void) | undefined;
     try {
       await this.root.transaction(() => {
         const record = this.topicsDb.get(topic);
@@ -294,13 +295,16 @@ export class EmbeddedEngine implements Engine {
           first = key[1] + 1;
           removed++;
         }
-        if (removed > 0) this.topicsDb.put(topic, { ...record, first });
+        if (removed > 0) {
+          this.topicsDb.put(topic, { ...record, first });
+          undo = this.advanceFirst(topic, first);
+        }
       });
       await this.root.flushed;
     } catch (err) {
+      undo?.();
       throw this.storageError(err);
     }
-    if (removed > 0) this.setFirst(topic, first);
     await this.expireDedupeKeys(topic, now);
     return removed;
   }
@@ -566,11 +570,23 @@ export class EmbeddedEngine implements Engine {
     return info;
   }
 
-  private setFirst(topic: string, first: number): void {
+  /**
+   * Moves the durable view's `first` forward as soon as a transaction removes
+   * messages, before it commits, so readers never see `first` pointing at a
+   * removed message. Returns an undo for a transaction that fails.
+   */
+  private advanceFirst(topic: string, first: number): () => void {
     const info = this.topics.get(topic);
-    if (!info || first <= info.first) return;
+    if (!info || first <= info.first) return () => undefined;
+    const previous = info.first;
     info.first = first;
     info.count = Math.max(0, info.last - info.first + 1);
+    return () => {
+      if (info.first === first) {
+        info.first = previous;
+        info.count = Math.max(0, info.last - info.first + 1);
+      }
+    };
   }
 
   private toInfo(topic: string, record: TopicRecord): TopicInfo {
