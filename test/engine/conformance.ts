@@ -146,6 +146,19 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(await engine.topicInfo(aged)).toMatchObject({ first: 4, last: 3, count: 0 });
         expect((await engine.publish(aged, 4)).offset).toBe(4);
       });
+
+      it('truncates the front of a log without reusing offsets', async () => {
+        const { engine } = await create();
+        const topic = uniqueTopic();
+        for (const n of range(1, 5)) await engine.publish(topic, n);
+        expect(await engine.truncate(topic, 3)).toBe(2);
+        expect(await engine.topicInfo(topic)).toMatchObject({ first: 3, last: 5, count: 3 });
+        expect(await engine.truncate(topic, Number.MAX_SAFE_INTEGER)).toBe(3);
+        expect(await engine.topicInfo(topic)).toMatchObject({ first: 6, last: 5, count: 0 });
+        expect(await engine.read(topic, 1, 10)).toEqual([]);
+        expect((await engine.publish(topic, 6)).offset).toBe(6);
+        expect(await engine.truncate(uniqueTopic(), 10)).toBe(0);
+      });
     });
 
     describe('groups', () => {

@@ -275,9 +275,26 @@ export class EmbeddedEngine implements Engine {
   }
 
   async enforceRetention(topic: string, now = Date.now()): Promise<number> {
+    const { maxAgeMs, maxMessages } = this.retention(topic);
+    const removed = await this.removeOldest(
+      topic,
+      (offset, message, last) => now - message.ts > maxAgeMs || last - offset + 1 > maxMessages,
+    );
+    await this.expireDedupeKeys(topic, now);
+    return removed;
+  }
+
+  truncate(topic: string, before: number): Promise<number> {
+    return this.removeOldest(topic, (offset) => offset < before);
+  }
+
+  /** Removes messages from the front of the log while `shouldRemove` says so. */
+  private async removeOldest(
+    topic: string,
+    shouldRemove: (offset: number, message: MessageRecord, last: number) => boolean,
+  ): Promise<number> {
     const info = this.topics.get(topic);
     if (!info) return 0;
-    const { maxAgeMs, maxMessages } = this.retention(topic);
     let removed = 0;
     let first = 0;
     let undo: (() => void) | undefined;
@@ -288,9 +305,7 @@ export class EmbeddedEngine implements Engine {
         first = record.first;
         const durableLast = info.last;
         for (const { key, value } of this.messagesDb.getRange({ start: [topic, first], end: [topic, durableLast + 1] })) {
-          const tooOld = now - value.ts > maxAgeMs;
-          const tooMany = record.last - key[1] + 1 > maxMessages;
-          if (!tooOld && !tooMany) break;
+          if (!shouldRemove(key[1], value, record.last)) break;
           this.messagesDb.remove(key);
           first = key[1] + 1;
           removed++;
@@ -305,7 +320,6 @@ export class EmbeddedEngine implements Engine {
       undo?.();
       throw this.storageError(err);
     }
-    await this.expireDedupeKeys(topic, now);
     return removed;
   }
 

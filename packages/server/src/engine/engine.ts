@@ -125,6 +125,11 @@ export interface Engine {
   listTopics(): Promise<TopicInfo[]>;
   /** Removes messages the topic's retention no longer keeps; returns how many. */
   enforceRetention(topic: string, now?: number): Promise<number>;
+  /**
+   * Removes every retained message with offset < `before` (all of them when
+   * `before` is past `last`); offsets are never reused. Returns how many.
+   */
+  truncate(topic: string, before: number): Promise<number>;
 
   /** Registers a live listener; returns a function that removes it. */
   onMessage(listener: MessageListener): () => void;
