@@ -95,6 +95,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         const topic = uniqueTopic();
         const seen: StoredMessage[] = [];
         const stop = engine.onMessage((m) => m.topic === topic && seen.push(m));
+        await engine.watch(topic);
         const outcomes = await Promise.all(range(1, 100).map((n) => engine.publish(topic, n)));
         await new Promise((resolve) => setTimeout(resolve, 50));
         expect(seen.map((m) => m.offset)).toEqual(range(1, 100));
@@ -293,7 +294,12 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(await reopened.publish(topic, 'again', { key: 'k10' })).toMatchObject({ offset: 10, duplicate: true });
         expect((await reopened.publish(topic, { n: 11 })).offset).toBe(11);
         expect(await reopened.groupInfo(topic, 'g')).toMatchObject({ cursor: 5, pending: 2, ackWaitMs: 60_000, maxDeliveries: 7 });
-        // Leases of consumers that are gone are deliverable again, with their counts.
+        expect((await reopened.pending(topic, 'g', 10)).map((p) => [p.offset, p.delivery])).toEqual([
+          [2, 1],
+          [4, 1],
+        ]);
+        // Once the consumer that held them is declared gone, its leases come again with their counts.
+        await reopened.release(topic, 'g', 'A');
         const redelivered = await reopened.claim(topic, 'g', 'B', 10);
         expect(redelivered.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([
           [2, 2],

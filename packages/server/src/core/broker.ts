@@ -35,7 +35,11 @@ export class Broker {
   private readonly fanout = new Map<string, Set<FanoutSubscription>>();
   private readonly dispatchers = new Map<string, Map<string, GroupDispatcher>>();
   private readonly sessions = new Set<Session>();
+  /** Topics this node receives live messages for, with how many subscriptions need each. */
+  private readonly watches = new Map<string, { refs: number; ready: Promise<void> }>();
   private readonly counters = { messagesIn: 0, messagesOut: 0 };
+  /** Messages published through this node, per topic, since start. */
+  private readonly published = new Map<string, number>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private unlisten: (() => void) | undefined;
 
@@ -75,12 +79,58 @@ export class Broker {
     return { connections: this.sessions.size, subscriptions, ...this.counters };
   }
 
-  countIn(): void {
+  countIn(topic: string): void {
     this.counters.messagesIn++;
+    this.published.set(topic, (this.published.get(topic) ?? 0) + 1);
+  }
+
+  /** Messages published through this node per topic since start (read-only view). */
+  publishedPerTopic(): ReadonlyMap<string, number> {
+    return this.published;
+  }
+
+  /** Fan-out subscriptions to `topic` on this node. */
+  subscriberCount(topic: string): number {
+    return this.fanout.get(topic)?.size ?? 0;
+  }
+
+  /** Members of `group` of `topic` connected to this node. */
+  groupMemberCount(topic: string, group: string): number {
+    return this.dispatchers.get(topic)?.get(group)?.size ?? 0;
   }
 
   countOut(count: number): void {
     this.counters.messagesOut += count;
+  }
+
+  /**
+   * Makes sure live messages of `topic` reach this node; every subscription
+   * and group membership holds one reference until it ends.
+   */
+  async watchTopic(topic: string): Promise<void> {
+    let watch = this.watches.get(topic);
+    if (!watch) {
+      const ready = this.engine.watch(topic);
+      watch = { refs: 0, ready };
+      this.watches.set(topic, watch);
+      ready.catch(() => {
+        if (this.watches.get(topic) === watch) this.watches.delete(topic);
+      });
+    }
+    watch.refs++;
+    try {
+      await watch.ready;
+    } catch (err) {
+      watch.refs--;
+      throw err;
+    }
+  }
+
+  unwatchTopic(topic: string): void {
+    const watch = this.watches.get(topic);
+    if (!watch || --watch.refs > 0) return;
+    this.watches.delete(topic);
+    this.engine.unwatch(topic).catch((err) => this.logger.warn({ err, topic }, 'unwatch failed'));
   }
 
   addFanout(subscription: FanoutSubscription): void {

@@ -77,7 +77,10 @@ export class Session {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const sub of this.fanout.values()) this.broker.removeFanout(sub);
+    for (const sub of this.fanout.values()) {
+      this.broker.removeFanout(sub);
+      this.broker.unwatchTopic(sub.topic);
+    }
     this.fanout.clear();
     const leaving = [...this.groups.values()];
     this.groups.clear();
@@ -138,7 +141,7 @@ export class Session {
       request.data,
       request.key === undefined ? {} : { key: request.key },
     );
-    if (!outcome.duplicate) this.broker.countIn();
+    if (!outcome.duplicate) this.broker.countIn(request.topic);
     return outcome;
   }
 
@@ -148,7 +151,19 @@ export class Session {
       throw new MeshError('bad_request', "'prefetch', 'ackWait' and 'maxDeliveries' apply to group subscriptions only");
     }
     if (this.fanout.has(topic)) throw new MeshError('bad_request', `already subscribed to topic '${topic}'`);
-    const info = await this.broker.engine.topicInfo(topic);
+    // Watch before reading the edge, so nothing published in between is missed.
+    await this.broker.watchTopic(topic);
+    let info;
+    try {
+      info = await this.broker.engine.topicInfo(topic);
+    } catch (err) {
+      this.broker.unwatchTopic(topic);
+      throw err;
+    }
+    if (this.closed || this.fanout.has(topic)) {
+      this.broker.unwatchTopic(topic);
+      throw new MeshError(this.closed ? 'unavailable' : 'bad_request', this.closed ? 'the connection is closing' : `already subscribed to topic '${topic}'`);
+    }
     const sameLog = request.epoch === undefined || request.epoch === info.epoch;
     let from = request.from ?? info.last + 1;
     const result: SubscribeResult = { epoch: info.epoch, first: info.first, last: info.last, recovered: true };
@@ -182,8 +197,19 @@ export class Session {
     if (request.ackWait !== undefined) options.ackWaitMs = request.ackWait;
     if (request.maxDeliveries !== undefined) options.maxDeliveries = request.maxDeliveries;
     if (request.from !== undefined) options.startAt = request.from;
-    const info = await this.broker.engine.ensureGroup(topic, group, options);
-    const topicInfo = await this.broker.engine.topicInfo(topic);
+    await this.broker.watchTopic(topic);
+    let info, topicInfo;
+    try {
+      info = await this.broker.engine.ensureGroup(topic, group, options);
+      topicInfo = await this.broker.engine.topicInfo(topic);
+    } catch (err) {
+      this.broker.unwatchTopic(topic);
+      throw err;
+    }
+    if (this.closed || this.groups.has(key)) {
+      this.broker.unwatchTopic(topic);
+      throw new MeshError(this.closed ? 'unavailable' : 'bad_request', this.closed ? 'the connection is closing' : `already a member of group '${group}' of topic '${topic}'`);
+    }
     const dispatcher = this.broker.dispatcher(topic, group);
     const member: GroupMember = {
       consumer: `${this.broker.options.nodeId}/${this.id}/${group}`,
@@ -211,6 +237,7 @@ export class Session {
       if (!sub) throw new MeshError('not_found', `not subscribed to topic '${request.topic}'`);
       this.fanout.delete(request.topic);
       this.broker.removeFanout(sub);
+      this.broker.unwatchTopic(request.topic);
       return;
     }
     const key = membershipKey(request.topic, request.group);
@@ -227,6 +254,7 @@ export class Session {
       this.broker.logger.error({ err, topic: dispatcher.topic, group: dispatcher.group }, 'releasing group leases failed');
     } finally {
       this.broker.releaseDispatcher(dispatcher);
+      this.broker.unwatchTopic(dispatcher.topic);
     }
   }
 

@@ -158,6 +158,11 @@ export class EmbeddedEngine implements Engine {
     return () => this.listeners.delete(listener);
   }
 
+  /** Every message of this node's store is live here: nothing to watch. */
+  async watch(): Promise<void> {}
+
+  async unwatch(): Promise<void> {}
+
   // ---- topics ------------------------------------------------------------------
 
   async publish(topic: string, data: unknown, options: { key?: string } = {}): Promise<PublishOutcome> {

@@ -133,6 +133,13 @@ export interface Engine {
 
   /** Registers a live listener; returns a function that removes it. */
   onMessage(listener: MessageListener): () => void;
+  /**
+   * Asks for live messages of `topic` (engines that share a log between nodes
+   * only forward the topics a node watches). Resolves once every message
+   * published after it will reach the listeners.
+   */
+  watch(topic: string): Promise<void>;
+  unwatch(topic: string): Promise<void>;
 
   /**
    * Creates the group if missing (starting at `startAt`, default: after the

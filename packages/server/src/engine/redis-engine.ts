@@ -1,0 +1,434 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { DEFAULTS, MeshError, deadLetterTopicOf, sourceTopicOf } from '@meshmq/shared';
+import type {
+  ClaimResult,
+  Engine,
+  GroupInfo,
+  GroupSettings,
+  MessageListener,
+  PendingEntry,
+  PublishOutcome,
+  RetentionPolicy,
+  StoredMessage,
+  TopicInfo,
+} from './engine.js';
+import { RedisLink, type RedisLinkOptions } from './redis-link.js';
+import { ACK, CLAIM, ENSURE_GROUP, ENSURE_TOPIC, GROUP_STATE, NACK, PUBLISH, RELEASE, TRIM } from './redis-scripts.js';
+
+export interface RedisEngineOptions extends RedisLinkOptions {
+  /** Prefix of every key and channel. Default `mq:`. */
+  keyPrefix?: string;
+  retention?: (topic: string) => RetentionPolicy;
+  /** Default: 2 minutes. */
+  dedupeWindowMs?: number;
+  /**
+   * Replicas that must have a publish before it is acknowledged (Redis WAIT).
+   * 0 (default) acknowledges once the primary has it.
+   */
+  replicas?: number;
+  /** How long WAIT may take before the publish fails with `unavailable`. Default 1 s. */
+  replicaTimeoutMs?: number;
+  logger?: Logger;
+}
+
+interface TopicKeys {
+  meta: string;
+  log: string;
+  live: string;
+  keyPrefix: string;
+  groupPrefix: string;
+}
+
+/** Pending entries scanned per claim for due redeliveries. */
+const CLAIM_SCAN = 1000;
+
+const defaultRetention: RetentionPolicy = {
+  maxMessages: DEFAULTS.retentionMaxMessages,
+  maxAgeMs: DEFAULTS.retentionMaxAgeMs,
+};
+
+function newEpoch(): string {
+  return randomBytes(6).toString('hex');
+}
+
+function offsetOf(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
+}
+
+function fieldsOf(flat: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
+  return out;
+}
+
+/**
+ * The cluster engine: every node shares one Redis (standalone, Sentinel or
+ * Cluster). A topic is a stream whose entry ids are the offsets; groups are
+ * Redis consumer groups on it. Every state change is one Lua script, so a
+ * publish assigns its offset, appends, trims and notifies in one atomic step.
+ *
+ * Live notifications arrive over sharded pub/sub, which can drop messages
+ * while a link is down. The engine therefore never forwards a notification
+ * out of order: when one skips offsets it first reads the missing ones from
+ * the log, and after a reconnect it reads every watched topic's tail.
+ */
+export class RedisEngine implements Engine {
+  readonly kind = 'redis';
+  readonly link: RedisLink;
+  private readonly prefix: string;
+  private readonly retention: (topic: string) => RetentionPolicy;
+  private readonly dedupeWindowMs: number;
+  private readonly listeners = new Set<MessageListener>();
+  /** Watched topics: the last offset handed to listeners, and a queue that keeps them in order. */
+  private readonly watched = new Map<string, { last: number; epoch: string; queue: Promise<void> }>();
+  private readonly registered = new Set<string>();
+
+  constructor(private readonly options: RedisEngineOptions) {
+    this.link = new RedisLink(options);
+    this.prefix = options.keyPrefix ?? 'mq:';
+    this.retention = options.retention ?? (() => defaultRetention);
+    this.dedupeWindowMs = options.dedupeWindowMs ?? DEFAULTS.dedupeWindowMs;
+    this.link.on('reconnected', () => {
+      for (const topic of this.watched.keys()) this.catchUpLive(topic);
+    });
+  }
+
+  async open(): Promise<void> {
+    await this.link.connect();
+  }
+
+  async close(): Promise<void> {
+    this.listeners.clear();
+    this.watched.clear();
+    await this.link.close();
+  }
+
+  onMessage(listener: MessageListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // ---- keys --------------------------------------------------------------------
+
+  private keys(topic: string): TopicKeys {
+    // A dead-letter log shares its topic's hash tag so one script can move a message between them.
+    const source = sourceTopicOf(topic);
+    const base = `${this.prefix}{${source ?? topic}}:${source ? 'dlq' : 'topic'}`;
+    return {
+      meta: `${base}:meta`,
+      log: `${base}:log`,
+      live: `${base}:live`,
+      keyPrefix: `${base}:key:`,
+      groupPrefix: `${base}:group:`,
+    };
+  }
+
+  private get registryKey(): string {
+    return `${this.prefix}topics`;
+  }
+
+  private async register(topic: string): Promise<void> {
+    if (this.registered.has(topic)) return;
+    await this.link.command(['SADD', this.registryKey, topic]);
+    this.registered.add(topic);
+  }
+
+  // ---- topics ------------------------------------------------------------------
+
+  async publish(topic: string, data: unknown, options: { key?: string } = {}): Promise<PublishOutcome> {
+    const json = JSON.stringify(data);
+    if (json === undefined) throw new MeshError('bad_request', "'data' must be a JSON value");
+    await this.register(topic);
+    const k = this.keys(topic);
+    const key = options.key ?? '';
+    const reply = await this.link.eval<[string, number, string, number]>(
+      PUBLISH,
+      [k.meta, k.log, k.keyPrefix + key],
+      [json, Date.now(), key, this.dedupeWindowMs, this.retention(topic).maxMessages, newEpoch(), k.live],
+    );
+    await this.waitForReplicas();
+    return { offset: Number(reply[1]), epoch: String(reply[2]), ts: Number(reply[3]), duplicate: reply[0] === 'dup' };
+  }
+
+  private async waitForReplicas(): Promise<void> {
+    const replicas = this.options.replicas ?? 0;
+    if (replicas <= 0) return;
+    const timeout = this.options.replicaTimeoutMs ?? 1000;
+    const acked = Number(await this.link.command(['WAIT', replicas, timeout]));
+    if (acked < replicas) {
+      throw new MeshError(
+        'unavailable',
+        `only ${acked} of ${replicas} replicas confirmed the write within ${timeout} ms; it may or may not survive a failover, retry with the same key`,
+      );
+    }
+  }
+
+  async read(topic: string, from: number, limit: number): Promise<StoredMessage[]> {
+    if (limit <= 0) return [];
+    const k = this.keys(topic);
+    const [entries, meta] = await Promise.all([
+      this.link.command<Array<[string, string[]]>>(['XRANGE', k.log, `${Math.max(1, from)}-0`, '+', 'COUNT', limit]),
+      this.link.command<Array<string | null>>(['HMGET', k.meta, 'epoch']),
+    ]);
+    const epoch = meta[0] ?? '';
+    return entries.map(([id, flat]) => this.toMessage(topic, epoch, id, flat));
+  }
+
+  private toMessage(topic: string, epoch: string, id: string, flat: string[]): StoredMessage {
+    const f = fieldsOf(flat);
+    const message: StoredMessage = { topic, offset: offsetOf(id), epoch, ts: Number(f.t), data: JSON.parse(f.d ?? 'null') };
+    if (f.k) message.key = f.k;
+    return message;
+  }
+
+  async topicInfo(topic: string): Promise<TopicInfo> {
+    await this.register(topic);
+    const [epoch, first, last] = await this.link.eval<[string, string, string]>(ENSURE_TOPIC, [this.keys(topic).meta], [
+      newEpoch(),
+      Date.now(),
+    ]);
+    return this.toInfo(topic, epoch, Number(first), Number(last));
+  }
+
+  private toInfo(topic: string, epoch: string, first: number, last: number): TopicInfo {
+    return { topic, epoch, first, last, count: Math.max(0, last - first + 1) };
+  }
+
+  async listTopics(): Promise<TopicInfo[]> {
+    const names = await this.link.command<string[]>(['SMEMBERS', this.registryKey]);
+    const infos = await Promise.all(
+      names.map(async (topic) => {
+        const [epoch, first, last] = await this.link.command<Array<string | null>>(['HMGET', this.keys(topic).meta, 'epoch', 'first', 'last']);
+        return epoch ? this.toInfo(topic, epoch, Number(first), Number(last)) : undefined;
+      }),
+    );
+    return infos.filter((i): i is TopicInfo => i !== undefined).sort((a, b) => a.topic.localeCompare(b.topic));
+  }
+
+  async enforceRetention(topic: string, now = Date.now()): Promise<number> {
+    const { maxAgeMs, maxMessages } = this.retention(topic);
+    const k = this.keys(topic);
+    return Number(await this.link.eval(TRIM, [k.meta, k.log], ['retention', now - maxAgeMs, maxMessages]));
+  }
+
+  async truncate(topic: string, before: number): Promise<number> {
+    const k = this.keys(topic);
+    return Number(await this.link.eval(TRIM, [k.meta, k.log], ['before', before]));
+  }
+
+  // ---- live --------------------------------------------------------------------
+
+  async watch(topic: string): Promise<void> {
+    if (this.watched.has(topic)) return;
+    const state = { last: Number.MAX_SAFE_INTEGER, epoch: '', queue: Promise.resolve() };
+    this.watched.set(topic, state);
+    const k = this.keys(topic);
+    await this.link.subscribe(k.live, (payload) => this.onLive(topic, payload));
+    // Subscribed first, then read the edge: anything after it arrives live or is filled from the log.
+    const info = await this.topicInfo(topic);
+    state.last = info.last;
+    state.epoch = info.epoch;
+  }
+
+  async unwatch(topic: string): Promise<void> {
+    if (!this.watched.delete(topic)) return;
+    await this.link.unsubscribe(this.keys(topic).live);
+  }
+
+  private onLive(topic: string, payload: string): void {
+    const state = this.watched.get(topic);
+    if (!state) return;
+    let parsed: [number, number, string, string, unknown];
+    try {
+      parsed = JSON.parse(payload) as [number, number, string, string, unknown];
+    } catch {
+      this.options.logger?.error({ topic }, 'unreadable live notification');
+      return;
+    }
+    const [offset, ts, epoch, key, data] = parsed;
+    const message: StoredMessage = { topic, offset, epoch, ts, data };
+    if (key) message.key = key;
+    state.queue = state.queue.then(() => this.deliverInOrder(topic, message)).catch((err) => {
+      this.options.logger?.warn({ err, topic }, 'filling a live gap failed; the next message retries');
+    });
+  }
+
+  /** Hands `message` to listeners after any offsets it skipped, read from the log. */
+  private async deliverInOrder(topic: string, message: StoredMessage): Promise<void> {
+    const state = this.watched.get(topic);
+    if (!state || message.offset <= state.last) return;
+    while (state.last + 1 < message.offset) {
+      const missing = await this.read(topic, state.last + 1, Math.min(500, message.offset - state.last - 1));
+      if (missing.length === 0) {
+        // Removed by retention before we could read them.
+        state.last = message.offset - 1;
+        break;
+      }
+      for (const m of missing) this.emit(state, m);
+    }
+    this.emit(state, message);
+  }
+
+  private emit(state: { last: number }, message: StoredMessage): void {
+    if (message.offset <= state.last) return;
+    state.last = message.offset;
+    for (const listener of this.listeners) listener(message);
+  }
+
+  /** After a reconnect: deliver whatever was published while notifications could not arrive. */
+  private catchUpLive(topic: string): void {
+    const state = this.watched.get(topic);
+    if (!state) return;
+    state.queue = state.queue
+      .then(async () => {
+        const info = await this.topicInfo(topic);
+        while (state.last < info.last) {
+          const batch = await this.read(topic, state.last + 1, 500);
+          if (batch.length === 0) break;
+          for (const m of batch) this.emit(state, m);
+        }
+      })
+      .catch((err) => this.options.logger?.warn({ err, topic }, 'catching up after reconnect failed'));
+  }
+
+  // ---- groups ------------------------------------------------------------------
+
+  private groupKeys(topic: string, group: string) {
+    const k = this.keys(topic);
+    return { ...k, group: `${k.groupPrefix}${group}`, leases: `${k.groupPrefix}${group}:leases` };
+  }
+
+  async ensureGroup(
+    topic: string,
+    group: string,
+    options: Partial<GroupSettings> & { startAt?: number } = {},
+  ): Promise<GroupInfo> {
+    await this.register(topic);
+    const k = this.groupKeys(topic, group);
+    await this.link.eval(ENSURE_GROUP, [k.meta, k.log, k.group], [
+      group,
+      options.startAt ?? '',
+      options.ackWaitMs ?? '',
+      options.maxDeliveries ?? '',
+      Date.now(),
+      newEpoch(),
+      DEFAULTS.ackWaitMs,
+      DEFAULTS.maxDeliveries,
+    ]);
+    const info = await this.groupInfo(topic, group);
+    if (!info) throw new MeshError('internal', `group '${group}' of topic '${topic}' vanished while being created`);
+    return info;
+  }
+
+  private async groupState(topic: string, group: string, pendingLimit: number) {
+    const k = this.groupKeys(topic, group);
+    const reply = await this.link.eval<
+      [string, string, string, string, string, number, string, Array<[string, string, number, number, string, string]>] | null
+    >(GROUP_STATE, [k.log, k.group, k.leases], [group, pendingLimit]);
+    return reply ?? undefined;
+  }
+
+  async groupInfo(topic: string, group: string): Promise<GroupInfo | undefined> {
+    const state = await this.groupState(topic, group, 100);
+    if (!state) return undefined;
+    const [ackWaitMs, maxDeliveries, createdAt, redeliveries, deadLettered, pending, lastId, entries] = state;
+    const now = Date.now();
+    let oldest = now;
+    for (const e of entries) if (e[5]) oldest = Math.min(oldest, Number(e[5]));
+    return {
+      topic,
+      group,
+      ackWaitMs: Number(ackWaitMs),
+      maxDeliveries: Number(maxDeliveries),
+      cursor: offsetOf(lastId) + 1,
+      pending: Number(pending),
+      oldestPendingMs: now - oldest,
+      redeliveries: Number(redeliveries),
+      deadLettered: Number(deadLettered),
+      createdAt: Number(createdAt),
+    };
+  }
+
+  async listGroups(topic: string): Promise<GroupInfo[]> {
+    let groups: Array<Record<string, unknown>>;
+    try {
+      groups = await this.link.command<Array<Record<string, unknown>>>(['XINFO', 'GROUPS', this.keys(topic).log]);
+    } catch (err) {
+      if (err instanceof MeshError && /no such key/i.test(err.message)) return [];
+      throw err;
+    }
+    const names = groups.map((g) => String(g.name ?? (g as unknown as unknown[])[1]));
+    const infos = await Promise.all(names.map((name) => this.groupInfo(topic, name)));
+    return infos.filter((i): i is GroupInfo => i !== undefined).sort((a, b) => a.group.localeCompare(b.group));
+  }
+
+  async pending(topic: string, group: string, limit: number): Promise<PendingEntry[]> {
+    const state = await this.groupState(topic, group, limit);
+    if (!state) return [];
+    const now = Date.now();
+    return state[7].map(([id, consumer, idle, count, due, firstAt]) => ({
+      offset: offsetOf(id),
+      consumer: consumer === '_released' ? null : consumer,
+      delivery: Number(count),
+      deadline: due ? Number(due) : now,
+      firstDeliveredAt: firstAt ? Number(firstAt) : now - Number(idle),
+      lastDeliveredAt: now - Number(idle),
+    }));
+  }
+
+  async claim(topic: string, group: string, consumer: string, max: number, now = Date.now()): Promise<ClaimResult> {
+    const k = this.groupKeys(topic, group);
+    const dlqTopic = deadLetterTopicOf(topic);
+    const dlq = this.keys(dlqTopic);
+    if (!this.registered.has(dlqTopic)) await this.register(dlqTopic);
+    const [entries, nextDue] = await this.link.eval<[Array<[string, string[], number, number]>, number]>(
+      CLAIM,
+      [k.log, k.meta, k.group, k.leases, dlq.meta, dlq.log],
+      [group, consumer, max, now, CLAIM_SCAN, newEpoch(), this.retention(dlqTopic).maxMessages, dlq.live, topic],
+    );
+    const epoch = entries.length > 0 ? ((await this.link.command<Array<string | null>>(['HMGET', k.meta, 'epoch']))[0] ?? '') : '';
+    const result: ClaimResult = {
+      deliveries: entries.map(([id, flat, delivery, deadline]) => ({
+        message: this.toMessage(topic, epoch, id, flat),
+        delivery: Number(delivery),
+        deadline: Number(deadline),
+      })),
+    };
+    if (Number(nextDue) >= 0) result.nextDueAt = Number(nextDue);
+    return result;
+  }
+
+  async ack(topic: string, group: string, offset: number): Promise<void> {
+    const k = this.groupKeys(topic, group);
+    await this.link.eval(ACK, [k.log, k.leases], [group, `${offset}-0`, topic]);
+  }
+
+  async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now()): Promise<number> {
+    const k = this.groupKeys(topic, group);
+    const dueAt = now + delayMs;
+    await this.link.eval(NACK, [k.log, k.leases], [group, `${offset}-0`, dueAt, topic]);
+    return dueAt;
+  }
+
+  async release(topic: string, group: string, consumer: string): Promise<number> {
+    const k = this.groupKeys(topic, group);
+    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, consumer, Date.now(), 'exact']));
+  }
+
+  /** Hands back every lease held by consumers whose name starts with `prefix` (a dead node's). */
+  async releaseByPrefix(topic: string, group: string, prefix: string): Promise<number> {
+    const k = this.groupKeys(topic, group);
+    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, prefix, Date.now(), 'prefix']));
+  }
+
+  async deleteGroup(topic: string, group: string): Promise<void> {
+    const k = this.groupKeys(topic, group);
+    try {
+      await this.link.command(['XGROUP', 'DESTROY', k.log, group]);
+    } catch (err) {
+      if (!(err instanceof MeshError && /no such key/i.test(err.message))) throw err;
+    }
+    await this.link.command(['DEL', k.group, k.leases]);
+  }
+}

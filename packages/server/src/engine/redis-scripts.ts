@@ -1,0 +1,285 @@
+import { luaScript } from './redis-link.js';
+
+/**
+ * Server-side steps of the Redis engine. Each runs atomically in Redis, so
+ * offset assignment, append, retention and the live notification are one
+ * step: live order equals log order. All keys of one script share the
+ * topic's hash tag, so they also run unchanged on Redis Cluster.
+ *
+ * A topic's log is a stream whose entry ids are `<offset>-0`; its meta hash
+ * holds epoch, first and last. Live notifications go to a sharded channel as
+ * `[offset, ts, epoch, key, data]`.
+ */
+
+/** Appends one message; shared by publish and dead-lettering. */
+const APPEND = `
+local function append(meta, log, channel, json, now, key, maxMessages, newEpoch)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = newEpoch
+    redis.call('HSET', meta, 'epoch', epoch, 'first', 1, 'last', 0, 'createdAt', now)
+  end
+  local offset = redis.call('HINCRBY', meta, 'last', 1)
+  redis.call('XADD', log, offset .. '-0', 'd', json, 't', now, 'k', key)
+  local first = tonumber(redis.call('HGET', meta, 'first'))
+  if offset - first + 1 > maxMessages then
+    first = offset - maxMessages + 1
+    redis.call('XTRIM', log, 'MINID', first .. '-0')
+    redis.call('HSET', meta, 'first', first)
+  end
+  redis.call('SPUBLISH', channel, '[' .. offset .. ',' .. now .. ',' .. cjson.encode(epoch) .. ',' .. cjson.encode(key) .. ',' .. json .. ']')
+  return {offset, epoch}
+end
+`;
+
+/**
+ * KEYS: meta, log, dedupe key. ARGV: json, now, key ('' for none), dedupe
+ * window ms, max messages, new epoch, channel.
+ * Returns {'ok'|'dup', offset, epoch, ts}.
+ */
+export const PUBLISH = luaScript(`${APPEND}
+if ARGV[3] ~= '' then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    local sep = string.find(seen, ':', 1, true)
+    return {'dup', tonumber(string.sub(seen, 1, sep - 1)), redis.call('HGET', KEYS[1], 'epoch') or '', tonumber(string.sub(seen, sep + 1))}
+  end
+end
+local r = append(KEYS[1], KEYS[2], ARGV[7], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[6])
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[3], r[1] .. ':' .. ARGV[2], 'PX', ARGV[4])
+end
+return {'ok', r[1], r[2], tonumber(ARGV[2])}
+`);
+
+/** KEYS: meta. ARGV: new epoch, now. Returns {epoch, first, last}. */
+export const ENSURE_TOPIC = luaScript(`
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'first', 1, 'last', 0, 'createdAt', ARGV[2])
+end
+return redis.call('HMGET', KEYS[1], 'epoch', 'first', 'last')
+`);
+
+/**
+ * Removes messages from the front of a log. KEYS: meta, log.
+ * ARGV: 'before', offset | 'retention', cutoff ts, max messages.
+ * Returns how many were removed.
+ */
+export const TRIM = luaScript(`
+local m = redis.call('HMGET', KEYS[1], 'first', 'last')
+if not m[1] then return 0 end
+local first, last = tonumber(m[1]), tonumber(m[2])
+local newFirst = first
+if ARGV[1] == 'before' then
+  newFirst = math.max(first, math.min(tonumber(ARGV[2]), last + 1))
+else
+  local cutoff = tonumber(ARGV[2])
+  newFirst = math.max(first, last - tonumber(ARGV[3]) + 1)
+  local scanned = 0
+  local done = false
+  while not done and scanned < 10000 and newFirst <= last do
+    local entries = redis.call('XRANGE', KEYS[2], newFirst .. '-0', '+', 'COUNT', 100)
+    if #entries == 0 then break end
+    for _, e in ipairs(entries) do
+      local fields = e[2]
+      local ts
+      for i = 1, #fields, 2 do
+        if fields[i] == 't' then ts = tonumber(fields[i + 1]) end
+      end
+      if ts and ts < cutoff then
+        newFirst = tonumber(string.sub(e[1], 1, -3)) + 1
+      else
+        done = true
+        break
+      end
+    end
+    scanned = scanned + #entries
+  end
+end
+if newFirst <= first then return 0 end
+redis.call('XTRIM', KEYS[2], 'MINID', newFirst .. '-0')
+redis.call('HSET', KEYS[1], 'first', newFirst)
+return newFirst - first
+`);
+
+/**
+ * KEYS: meta, log, group hash. ARGV: group, startAt ('' = after last),
+ * ackWaitMs (''), maxDeliveries (''), now, new epoch, default ackWait,
+ * default maxDeliveries. Returns the group hash fields.
+ */
+export const ENSURE_GROUP = luaScript(`
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[6], 'first', 1, 'last', 0, 'createdAt', ARGV[5])
+end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  local m = redis.call('HMGET', KEYS[1], 'first', 'last')
+  local first, last = tonumber(m[1]), tonumber(m[2])
+  local start = last + 1
+  if ARGV[2] ~= '' then start = tonumber(ARGV[2]) end
+  if start < first then start = first end
+  local ok = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[2], ARGV[1], (start - 1) .. '-0', 'MKSTREAM')
+  if not ok then
+    redis.call('XGROUP', 'SETID', KEYS[2], ARGV[1], (start - 1) .. '-0')
+  end
+  redis.call('HSET', KEYS[3],
+    'ackWaitMs', ARGV[3] ~= '' and ARGV[3] or ARGV[7],
+    'maxDeliveries', ARGV[4] ~= '' and ARGV[4] or ARGV[8],
+    'createdAt', ARGV[5], 'redeliveries', 0, 'deadLettered', 0)
+else
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], 'ackWaitMs', ARGV[3]) end
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'maxDeliveries', ARGV[4]) end
+end
+return redis.call('HMGET', KEYS[3], 'ackWaitMs', 'maxDeliveries', 'createdAt', 'redeliveries', 'deadLettered')
+`);
+
+/**
+ * Leases up to max messages to a consumer: due pending entries first (lease
+ * ended, nack delay passed, or released), then new ones (XREADGROUP). An
+ * entry due again after maxDeliveries moves to the dead-letter log.
+ * Lease deadlines are explicit (`d:<id>` in the leases hash) rather than
+ * Redis idle times, so nack delays and releases are exact.
+ *
+ * KEYS: log, meta, group hash, leases hash, dlq meta, dlq log.
+ * ARGV: group, consumer, max, now, scan limit, dlq new epoch, dlq max
+ * messages, dlq channel, topic.
+ * Returns {{{id, fields, delivery, deadline}...}, nextDueAt or -1}.
+ */
+export const CLAIM = luaScript(`${APPEND}
+local settings = redis.call('HMGET', KEYS[3], 'ackWaitMs', 'maxDeliveries')
+if not settings[1] then
+  return redis.error_reply('MESHMQ_NOT_FOUND group ' .. ARGV[1] .. ' of topic ' .. ARGV[9] .. ' does not exist')
+end
+local ackWait, maxDeliveries = tonumber(settings[1]), tonumber(settings[2])
+local max, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+local nextDue = -1
+local function later(t)
+  if nextDue < 0 or t < nextDue then nextDue = t end
+end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[5]))
+for _, p in ipairs(pending) do
+  local id, idle, count = p[1], p[3], p[4]
+  local due = tonumber(redis.call('HGET', KEYS[4], 'd:' .. id) or (now - idle + ackWait))
+  if due > now then
+    later(due)
+  elseif #out < max then
+    local entry = redis.call('XRANGE', KEYS[1], id, id)
+    if #entry == 0 then
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('HDEL', KEYS[4], 'd:' .. id, 'f:' .. id)
+    elseif count >= maxDeliveries then
+      local fields = entry[1][2]
+      local f = {}
+      for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+      local firstAt = redis.call('HGET', KEYS[4], 'f:' .. id) or tostring(now - idle)
+      local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''
+      local letter = '{"topic":' .. cjson.encode(ARGV[9]) .. ',"group":' .. cjson.encode(ARGV[1]) ..
+        ',"offset":' .. string.sub(id, 1, -3) .. ',"epoch":' .. cjson.encode(epoch) .. ',"ts":' .. f['t']
+      if f['k'] and f['k'] ~= '' then letter = letter .. ',"key":' .. cjson.encode(f['k']) end
+      letter = letter .. ',"data":' .. f['d'] .. ',"deliveries":' .. count .. ',"firstDeliveredAt":' .. firstAt ..
+        ',"lastDeliveredAt":' .. (now - idle) .. ',"reason":"max_deliveries","deadLetteredAt":' .. now .. '}'
+      append(KEYS[5], KEYS[6], ARGV[8], letter, ARGV[4], '', tonumber(ARGV[7]), ARGV[6])
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('HDEL', KEYS[4], 'd:' .. id, 'f:' .. id)
+      redis.call('HINCRBY', KEYS[3], 'deadLettered', 1)
+    else
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+      local deadline = now + ackWait
+      redis.call('HSET', KEYS[4], 'd:' .. id, deadline)
+      redis.call('HINCRBY', KEYS[3], 'redeliveries', 1)
+      out[#out + 1] = {id, entry[1][2], count + 1, deadline}
+      later(deadline)
+    end
+  end
+end
+if #out < max then
+  local fresh = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', max - #out, 'STREAMS', KEYS[1], '>')
+  if fresh then
+    for _, e in ipairs(fresh[1][2]) do
+      local deadline = now + ackWait
+      redis.call('HSET', KEYS[4], 'd:' .. e[1], deadline, 'f:' .. e[1], now)
+      out[#out + 1] = {e[1], e[2], 1, deadline}
+      later(deadline)
+    end
+  end
+end
+return {out, nextDue}
+`);
+
+/** KEYS: log, leases. ARGV: group, id, topic. */
+export const ACK = luaScript(`
+local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[2], 'd:' .. ARGV[2], 'f:' .. ARGV[2])
+if n == 0 then
+  return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' is not pending in group ' .. ARGV[1] .. ' of topic ' .. ARGV[3])
+end
+return n
+`);
+
+/** KEYS: log, leases. ARGV: group, id, due at, topic. */
+export const NACK = luaScript(`
+local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not ok or #p == 0 then
+  return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' is not pending in group ' .. ARGV[1] .. ' of topic ' .. ARGV[4])
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], '_released', 0, ARGV[2], 'JUSTID')
+redis.call('HSET', KEYS[2], 'd:' .. ARGV[2], ARGV[3])
+return 1
+`);
+
+/**
+ * Hands every lease of the consumers whose name starts with ARGV[2] back to
+ * the group, due at once. KEYS: log, leases. ARGV: group, consumer name or
+ * prefix, now, 'exact'|'prefix'. Returns how many leases.
+ */
+export const RELEASE = luaScript(`
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+local released = 0
+for _, c in ipairs(consumers) do
+  local name
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] end
+  end
+  local match = (ARGV[4] == 'exact' and name == ARGV[2]) or (ARGV[4] == 'prefix' and string.sub(name, 1, #ARGV[2]) == ARGV[2])
+  if match and name ~= '_released' then
+    local entries = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 100000, name)
+    for _, e in ipairs(entries) do
+      redis.call('XCLAIM', KEYS[1], ARGV[1], '_released', 0, e[1], 'JUSTID')
+      redis.call('HSET', KEYS[2], 'd:' .. e[1], ARGV[3])
+    end
+    released = released + #entries
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+  end
+end
+return released
+`);
+
+/**
+ * KEYS: log, group hash, leases. ARGV: group, pending limit.
+ * Returns {settings..., pending count, last delivered id, {{id, consumer, idle, count, due, firstAt}...}} or nil.
+ */
+export const GROUP_STATE = luaScript(`
+local s = redis.call('HMGET', KEYS[2], 'ackWaitMs', 'maxDeliveries', 'createdAt', 'redeliveries', 'deadLettered')
+if not s[1] then return false end
+local pendingCount, lastId = 0, '0-0'
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if ok then
+  for _, g in ipairs(groups) do
+    local name, pend, last
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'pending' then pend = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == ARGV[1] then pendingCount, lastId = pend, last end
+  end
+end
+local entries = {}
+local limit = tonumber(ARGV[2])
+if limit > 0 and pendingCount > 0 then
+  for _, e in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', limit)) do
+    local lease = redis.call('HMGET', KEYS[3], 'd:' .. e[1], 'f:' .. e[1])
+    entries[#entries + 1] = {e[1], e[2], e[3], e[4], lease[1] or '', lease[2] or ''}
+  end
+end
+return {s[1], s[2], s[3], s[4], s[5], pendingCount, lastId, entries}
+`);
