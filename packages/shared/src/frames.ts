@@ -200,7 +200,18 @@ export interface MessageFrame {
   delivery?: number;
 }
 
-export type ServerFrame = OkFrame | ErrorFrame | MessageFrame;
+/**
+ * Sent when the node is shutting down: reconnect to one of `nodes` (public
+ * URLs of the other live nodes; empty when there is none). The node finishes
+ * requests already received, then closes the connection.
+ */
+export interface MoveFrame {
+  op: 'move';
+  reason: 'draining';
+  nodes: string[];
+}
+
+export type ServerFrame = OkFrame | ErrorFrame | MessageFrame | MoveFrame;
 
 // ---- Results of each request (the fields of its ok frame) ----------------------
 

@@ -64,7 +64,32 @@ export class Broker {
   openSession(connection: Connection): Session {
     const session = new Session(this, connection);
     this.sessions.add(session);
+    if (this.draining) {
+      session.move(this.draining.nodes);
+      session.disconnect(1012, 'node draining');
+    }
     return session;
+  }
+
+  private draining: { nodes: string[] } | undefined;
+
+  get isDraining(): boolean {
+    return this.draining !== undefined;
+  }
+
+  /**
+   * Graceful shutdown of the connections: tells every client to move to one
+   * of `nodes`, lets requests already received finish (up to `timeoutMs`),
+   * then closes every connection with 1012 (service restart).
+   */
+  async drain(nodes: string[], timeoutMs = 5000): Promise<void> {
+    this.draining = { nodes };
+    for (const session of this.sessions) session.move(nodes);
+    const settled = Promise.all([...this.sessions].map((s) => s.idle()));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+    for (const session of this.sessions) session.disconnect(1012, 'node draining');
   }
 
   /** @internal called by Session once it has released everything it held. */

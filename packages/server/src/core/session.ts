@@ -44,6 +44,8 @@ export class Session {
   private readonly fanout = new Map<string, FanoutSubscription>();
   private readonly groups = new Map<string, Membership>();
   private closed = false;
+  private inflight = 0;
+  private idleWaiters: Array<() => void> = [];
 
   constructor(
     private readonly broker: Broker,
@@ -56,6 +58,7 @@ export class Session {
    */
   async handleFrame(frame: unknown): Promise<void> {
     const id = requestIdOf(frame);
+    this.inflight++;
     try {
       const request = parseRequest(frame);
       const { result, afterReply } = await this.dispatch(request);
@@ -63,7 +66,25 @@ export class Session {
       afterReply?.();
     } catch (err) {
       this.sendError(id, err);
+    } finally {
+      if (--this.inflight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     }
+  }
+
+  /** Resolves once no request of this connection is being handled. */
+  idle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Tells the client to reconnect elsewhere (the node is draining). */
+  move(nodes: string[]): void {
+    this.send({ op: 'move', reason: 'draining', nodes });
+  }
+
+  /** Closes the underlying connection; the transport then calls close(). */
+  disconnect(code: number, reason: string): void {
+    this.connection.close(code, reason);
   }
 
   /** Sends an error frame; used by transports for frames that never decoded. */

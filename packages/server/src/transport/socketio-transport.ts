@@ -41,8 +41,8 @@ export class SocketIoTransport {
       transport: 'socket.io',
       remoteAddress: socket.handshake.address,
       send: (frame: ServerFrame) => {
-        if (frame.op === 'message') {
-          socket.emit('message', frame);
+        if (frame.op === 'message' || frame.op === 'move') {
+          socket.emit(frame.op, frame);
           return;
         }
         const ack = typeof frame.id === 'number' ? pending.get(frame.id) : undefined;
@@ -56,7 +56,8 @@ export class SocketIoTransport {
       },
       // Socket.IO keeps its queue private; its underlying socket's buffer is what congests.
       bufferedAmount: () => (socket.conn.request.socket?.writableLength ?? 0),
-      close: () => socket.disconnect(true),
+      // Let frames already queued (a move, last replies) go out before the close.
+      close: () => setImmediate(() => socket.disconnect(true)),
     };
     const session = this.broker.openSession(connection);
     socket.onAny((event: unknown, ...args: unknown[]) => {

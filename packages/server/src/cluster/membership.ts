@@ -1,0 +1,138 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { RedisLink } from '../engine/redis-link.js';
+import type { NodeRecord } from '../node-stats.js';
+
+export interface MembershipOptions {
+  link: RedisLink;
+  /** Key prefix shared with the engine. */
+  keyPrefix: string;
+  /** This node's current record. */
+  self: () => NodeRecord;
+  /** How often the node writes its heartbeat. Default 1 s. */
+  heartbeatMs?: number;
+  /** A node whose heartbeat is older than this is down. Default 5 s. */
+  downAfterMs?: number;
+  /** A down node is listed for this long, then forgotten. Default 10 min. */
+  forgetAfterMs?: number;
+  logger?: Logger;
+}
+
+/**
+ * Cluster membership through Redis. Each node writes its record (a
+ * NodeRecord, as the admin API shows it) every heartbeat, plus a liveness key
+ * that expires after `downAfterMs`. A node whose liveness key is gone is
+ * down; the last record it wrote stays listed, marked down, until it is
+ * forgotten.
+ *
+ * Events: `down` (NodeRecord) when a node that was up stops beating, `up`
+ * (NodeRecord) when one appears or comes back.
+ */
+export class Membership extends EventEmitter {
+  private readonly heartbeatMs: number;
+  private readonly downAfterMs: number;
+  private readonly forgetAfterMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private view = new Map<string, NodeRecord>();
+  private beating: Promise<void> | undefined;
+
+  constructor(private readonly options: MembershipOptions) {
+    super();
+    this.heartbeatMs = options.heartbeatMs ?? 1000;
+    this.downAfterMs = options.downAfterMs ?? 5000;
+    this.forgetAfterMs = options.forgetAfterMs ?? 10 * 60_000;
+  }
+
+  private get recordsKey(): string {
+    return `${this.options.keyPrefix}nodes`;
+  }
+
+  private aliveKey(id: string): string {
+    return `${this.options.keyPrefix}node-alive:${id}`;
+  }
+
+  async start(): Promise<void> {
+    await this.tick();
+    this.timer = setInterval(() => void this.tick(), this.heartbeatMs);
+    this.timer.unref();
+  }
+
+  /** Marks this node down at once, so the others do not wait for the heartbeat to expire. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.beating;
+    const self = this.options.self();
+    try {
+      await this.options.link.command(['DEL', this.aliveKey(self.id)]);
+      await this.options.link.command(['HSET', this.recordsKey, self.id, JSON.stringify({ ...self, status: 'down' })]);
+    } catch (err) {
+      this.options.logger?.warn({ err }, 'could not mark this node down in the cluster');
+    }
+  }
+
+  /** Every known node, this one first, as last seen. */
+  nodes(): NodeRecord[] {
+    const self = this.options.self();
+    const others = [...this.view.values()].filter((n) => n.id !== self.id).sort((a, b) => a.id.localeCompare(b.id));
+    return [self, ...others];
+  }
+
+  /** Public URLs of the nodes that are up (this one included), for clients to spread over. */
+  liveUrls(): string[] {
+    return this.nodes()
+      .filter((n) => n.status === 'up')
+      .map((n) => n.url);
+  }
+
+  private tick(): Promise<void> {
+    this.beating ??= this.beat()
+      .catch((err) => this.options.logger?.debug({ err }, 'heartbeat failed'))
+      .finally(() => {
+        this.beating = undefined;
+      });
+    return this.beating;
+  }
+
+  private async beat(): Promise<void> {
+    const { link } = this.options;
+    const self = this.options.self();
+    await link.command(['SET', this.aliveKey(self.id), String(self.startedAt), 'PX', this.downAfterMs]);
+    await link.command(['HSET', this.recordsKey, self.id, JSON.stringify(self)]);
+    const all = await link.command<Record<string, string> | string[]>(['HGETALL', this.recordsKey]);
+    const entries = Array.isArray(all) ? pairs(all) : Object.entries(all);
+    const ids = entries.map(([id]) => id);
+    const alive = ids.length > 0 ? await link.command<Array<string | null>>(['MGET', ...ids.map((id) => this.aliveKey(id))]) : [];
+    const now = Date.now();
+    const next = new Map<string, NodeRecord>();
+    for (const [i, [id, json]] of entries.entries()) {
+      let record: NodeRecord;
+      try {
+        record = JSON.parse(json) as NodeRecord;
+      } catch {
+        continue;
+      }
+      if (alive[i] === null || alive[i] === undefined) {
+        record = { ...record, status: 'down' };
+        if (record.lastSeen !== null && now - record.lastSeen > this.forgetAfterMs) {
+          await link.command(['HDEL', this.recordsKey, id]);
+          continue;
+        }
+      }
+      next.set(id, record);
+    }
+    const previous = this.view;
+    this.view = next;
+    for (const record of next.values()) {
+      if (record.id === self.id) continue;
+      const before = previous.get(record.id);
+      if (record.status === 'down' && before && before.status !== 'down') this.emit('down', record);
+      if (record.status !== 'down' && (!before || before.status === 'down')) this.emit('up', record);
+    }
+  }
+}
+
+function pairs(flat: string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
+  return out;
+}

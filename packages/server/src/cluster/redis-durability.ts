@@ -1,0 +1,64 @@
+import type { RedisLink } from '../engine/redis-link.js';
+
+export interface RedisDurability {
+  appendonly: string;
+  appendfsync: string;
+  save: string;
+  /** Replicas connected to the primary. */
+  replicas: number;
+  /** Replicas each publish waits for (the node's `--redis-replicas`). */
+  waitReplicas: number;
+  survives: { processKill: boolean; hostCrash: boolean; failover: boolean };
+  /** One sentence for logs and /readyz. */
+  summary: string;
+}
+
+function pairs(reply: unknown): Record<string, string> {
+  if (Array.isArray(reply)) {
+    const out: Record<string, string> = {};
+    for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
+    return out;
+  }
+  return Object.fromEntries(Object.entries((reply ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+}
+
+/**
+ * Reads Redis's persistence and replication settings and says what an
+ * acknowledged publish survives, so that nobody mistakes a Redis without
+ * persistence for a durable one.
+ */
+export async function describeRedisDurability(link: RedisLink, waitReplicas: number): Promise<RedisDurability> {
+  let config: Record<string, string> = {};
+  try {
+    config = pairs(await link.command(['CONFIG', 'GET', '*']));
+  } catch {
+    // CONFIG may be renamed or forbidden on managed Redis: say we do not know.
+  }
+  const info = String(await link.command(['INFO', 'replication']).catch(() => ''));
+  const replicas = Number(/connected_slaves:(\d+)/.exec(info)?.[1] ?? 0);
+  const appendonly = config.appendonly ?? 'unknown';
+  const appendfsync = config.appendfsync ?? 'unknown';
+  const save = config.save ?? 'unknown';
+  const aof = appendonly === 'yes';
+  const processKill = aof || (save !== '' && save !== 'unknown');
+  const hostCrash = aof && appendfsync === 'always';
+  const failover = waitReplicas > 0 && replicas >= waitReplicas;
+  let summary: string;
+  if (appendonly === 'unknown') {
+    summary = 'Redis persistence settings could not be read (CONFIG GET refused): durability unknown';
+  } else if (hostCrash) {
+    summary = 'acknowledged publishes survive a Redis process kill and a host crash (AOF, appendfsync always)';
+  } else if (aof) {
+    summary = `acknowledged publishes survive a Redis process kill; a host crash may lose up to about 1 s of them (AOF, appendfsync ${appendfsync})`;
+  } else if (processKill) {
+    summary = `acknowledged publishes since the last RDB snapshot are LOST when Redis restarts (no AOF, save "${save}")`;
+  } else {
+    summary = 'Redis keeps nothing on disk: a Redis restart LOSES every message (no AOF, no RDB snapshots)';
+  }
+  summary += failover
+    ? `; each publish waits for ${waitReplicas} replica(s), so it survives a failover`
+    : replicas > 0
+      ? `; ${replicas} replica(s) connected but publishes do not wait for them, so a failover can lose the newest ones`
+      : '';
+  return { appendonly, appendfsync, save, replicas, waitReplicas, survives: { processKill: processKill || hostCrash, hostCrash, failover }, summary };
+}
