@@ -1,14 +1,22 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { RedisLink } from '../engine/redis-link.js';
-import type { NodeRecord } from '../node-stats.js';
 
-export interface MembershipOptions {
+/** What membership needs of a node's record; the admin API's R carries more. */
+export interface MemberRecord {
+  id: string;
+  url: string;
+  status: 'up' | 'draining' | 'down';
+  startedAt: number;
+  lastSeen: number | null;
+}
+
+export interface MembershipOptions<R extends MemberRecord> {
   link: RedisLink;
   /** Key prefix shared with the engine. */
   keyPrefix: string;
   /** This node's current record. */
-  self: () => NodeRecord;
+  self: () => R;
   /** How often the node writes its heartbeat. Default 1 s. */
   heartbeatMs?: number;
   /** A node whose heartbeat is older than this is down. Default 5 s. */
@@ -20,23 +28,23 @@ export interface MembershipOptions {
 
 /**
  * Cluster membership through Redis. Each node writes its record (a
- * NodeRecord, as the admin API shows it) every heartbeat, plus a liveness key
+ * R, as the admin API shows it) every heartbeat, plus a liveness key
  * that expires after `downAfterMs`. A node whose liveness key is gone is
  * down; the last record it wrote stays listed, marked down, until it is
  * forgotten.
  *
- * Events: `down` (NodeRecord) when a node that was up stops beating, `up`
- * (NodeRecord) when one appears or comes back.
+ * Events: `down` (R) when a node that was up stops beating, `up`
+ * (R) when one appears or comes back.
  */
-export class Membership extends EventEmitter {
+export class Membership<R extends MemberRecord = MemberRecord> extends EventEmitter {
   private readonly heartbeatMs: number;
   private readonly downAfterMs: number;
   private readonly forgetAfterMs: number;
   private timer: NodeJS.Timeout | undefined;
-  private view = new Map<string, NodeRecord>();
+  private view = new Map<string, R>();
   private beating: Promise<void> | undefined;
 
-  constructor(private readonly options: MembershipOptions) {
+  constructor(private readonly options: MembershipOptions<R>) {
     super();
     this.heartbeatMs = options.heartbeatMs ?? 1000;
     this.downAfterMs = options.downAfterMs ?? 5000;
@@ -71,7 +79,7 @@ export class Membership extends EventEmitter {
   }
 
   /** Every known node, this one first, as last seen. */
-  nodes(): NodeRecord[] {
+  nodes(): R[] {
     const self = this.options.self();
     const others = [...this.view.values()].filter((n) => n.id !== self.id).sort((a, b) => a.id.localeCompare(b.id));
     return [self, ...others];
@@ -103,11 +111,11 @@ export class Membership extends EventEmitter {
     const ids = entries.map(([id]) => id);
     const alive = ids.length > 0 ? await link.command<Array<string | null>>(['MGET', ...ids.map((id) => this.aliveKey(id))]) : [];
     const now = Date.now();
-    const next = new Map<string, NodeRecord>();
+    const next = new Map<string, R>();
     for (const [i, [id, json]] of entries.entries()) {
-      let record: NodeRecord;
+      let record: R;
       try {
-        record = JSON.parse(json) as NodeRecord;
+        record = JSON.parse(json) as R;
       } catch {
         continue;
       }
