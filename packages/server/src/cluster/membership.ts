@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { RedisLink } from '../engine/redis-link.js';
 
-/** What membership needs of a node's record; the admin API's R carries more. */
+/** What membership needs of a node's record; the admin API's NodeRecord carries more. */
 export interface MemberRecord {
   id: string;
   url: string;
@@ -28,7 +28,7 @@ export interface MembershipOptions<R extends MemberRecord> {
 
 /**
  * Cluster membership through Redis. Each node writes its record (a
- * R, as the admin API shows it) every heartbeat, plus a liveness key
+ * NodeRecord, as the admin API shows it) every heartbeat, plus a liveness key
  * that expires after `downAfterMs`. A node whose liveness key is gone is
  * down; the last record it wrote stays listed, marked down, until it is
  * forgotten.
