@@ -109,7 +109,8 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
     const all = await link.command<Record<string, string> | string[]>(['HGETALL', this.recordsKey]);
     const entries = Array.isArray(all) ? pairs(all) : Object.entries(all);
     const ids = entries.map(([id]) => id);
-    const alive = ids.length > 0 ? await link.command<Array<string | null>>(['MGET', ...ids.map((id) => this.aliveKey(id))]) : [];
+    // One GET per node rather than MGET: on Redis Cluster the keys live in different slots.
+    const alive = await Promise.all(ids.map((id) => link.command<string | null>(['GET', this.aliveKey(id)])));
     const now = Date.now();
     const next = new Map<string, R>();
     for (const [i, [id, json]] of entries.entries()) {

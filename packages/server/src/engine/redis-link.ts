@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { createClient, type RedisClientType } from 'redis';
+import { createClient, createCluster, createSentinel } from 'redis';
 import { MeshError } from '@meshmq/shared';
 import type { Logger } from 'pino';
 
@@ -27,19 +27,136 @@ export function luaScript(source: string): LuaScript {
 
 type Listener = (message: string, channel: string) => void;
 
+/** What the link needs of a node-redis client, whatever the topology. */
+interface Backend {
+  readonly ready: boolean;
+  connect(): Promise<void>;
+  close(): Promise<void>;
+  send(args: string[], routeKey: string | undefined, timeout: number): Promise<unknown>;
+  sSubscribe(channel: string, listener: Listener): Promise<unknown>;
+  sUnsubscribe(channel: string): Promise<unknown>;
+  /** Calls `changed` on every client event that may change readiness. */
+  watch(changed: (err?: Error) => void): void;
+}
+
+interface AnyClient {
+  isReady: boolean;
+  on(event: string, listener: (...args: never[]) => void): unknown;
+  connect(): Promise<unknown>;
+  close(): Promise<unknown>;
+  sSubscribe(channel: string, listener: Listener): Promise<unknown>;
+  sUnsubscribe(channel: string): Promise<unknown>;
+}
+
+function watchClient(client: AnyClient, changed: (err?: Error) => void): void {
+  // An 'error' event without a listener would kill the process: report it as state instead.
+  client.on('error', (err: Error) => changed(err));
+  for (const event of ['ready', 'end', 'reconnecting', 'connect']) client.on(event, () => changed());
+}
+
 /**
- * The engine's connection to Redis: one client for commands and scripts and
- * one for sharded pub/sub, with fail-fast semantics. While Redis is
- * unreachable every command rejects at once with `unavailable` (nothing is
- * queued to run later behind the caller's back), and the link reports its
- * state so the node can surface it.
+ * Parses the Redis URL forms MeshMQ accepts:
+ * `redis://host:port[/db]` (standalone), `redis+sentinel://host:port[,host:port...]/<master-name>`
+ * and `redis+cluster://host:port[,host:port...]` (credentials as in redis://).
+ */
+export function parseRedisUrl(url: string): { mode: 'standalone' | 'sentinel' | 'cluster'; nodes: Array<{ host: string; port: number }>; name?: string; auth: string } {
+  const match = /^(redis|rediss|redis\+sentinel|redis\+cluster):\/\/(?:([^@/]*)@)?([^/]+)(?:\/(.*))?$/.exec(url);
+  if (!match) throw new MeshError('bad_request', `REDIS_URL: cannot read '${url}'; expected redis://host:port, redis+sentinel://host:port,.../master or redis+cluster://host:port,...`);
+  const [, scheme, auth = '', hosts = '', path = ''] = match;
+  const nodes = hosts.split(',').map((h) => {
+    const i = h.lastIndexOf(':');
+    return i > 0 ? { host: h.slice(0, i), port: Number(h.slice(i + 1)) } : { host: h, port: scheme === 'redis+sentinel' ? 26379 : 6379 };
+  });
+  if (scheme === 'redis+sentinel') {
+    if (!path) throw new MeshError('bad_request', 'REDIS_URL: redis+sentinel:// needs the master name as its path');
+    return { mode: 'sentinel', nodes, name: path, auth };
+  }
+  return { mode: scheme === 'redis+cluster' ? 'cluster' : 'standalone', nodes, auth };
+}
+
+function createBackend(url: string, clientOptions: Record<string, unknown>): Backend {
+  const parsed = parseRedisUrl(url);
+  const authUrl = (n: { host: string; port: number }) => `redis://${parsed.auth ? `${parsed.auth}@` : ''}${n.host}:${n.port}`;
+  if (parsed.mode === 'standalone') {
+    const commands = createClient({ ...clientOptions, url }) as unknown as AnyClient & { sendCommand(a: string[], o: object): Promise<unknown> };
+    const subscriber = createClient({ ...clientOptions, url }) as unknown as AnyClient;
+    return {
+      get ready() {
+        return commands.isReady && subscriber.isReady;
+      },
+      connect: async () => {
+        await Promise.all([commands.connect(), subscriber.connect()]);
+      },
+      close: async () => {
+        await Promise.allSettled([commands.close(), subscriber.close()]);
+      },
+      send: (args, _key, timeout) => commands.sendCommand(args, { timeout }),
+      sSubscribe: (channel, listener) => subscriber.sSubscribe(channel, listener),
+      sUnsubscribe: (channel) => subscriber.sUnsubscribe(channel),
+      watch: (changed) => {
+        watchClient(commands, changed);
+        watchClient(subscriber, changed);
+      },
+    };
+  }
+  if (parsed.mode === 'sentinel') {
+    const sentinel = createSentinel({
+      name: parsed.name!,
+      sentinelRootNodes: parsed.nodes,
+      nodeClientOptions: clientOptions,
+      sentinelClientOptions: { socket: clientOptions.socket },
+      // One master connection: WAIT counts the replicas that have this connection's writes.
+      masterPoolSize: 1,
+    } as never) as unknown as AnyClient & { sendCommand(r: boolean, a: string[], o: object): Promise<unknown> };
+    return {
+      get ready() {
+        return sentinel.isReady;
+      },
+      connect: async () => {
+        await sentinel.connect();
+      },
+      close: async () => {
+        await sentinel.close();
+      },
+      send: (args, _key, timeout) => sentinel.sendCommand(false, args, { timeout }),
+      sSubscribe: (channel, listener) => sentinel.sSubscribe(channel, listener),
+      sUnsubscribe: (channel) => sentinel.sUnsubscribe(channel),
+      watch: (changed) => watchClient(sentinel, changed),
+    };
+  }
+  const cluster = createCluster({
+    rootNodes: parsed.nodes.map((n) => ({ url: authUrl(n) })),
+    defaults: clientOptions,
+  } as never) as unknown as AnyClient & { sendCommand(k: string | undefined, r: boolean, a: string[], o: object): Promise<unknown> };
+  return {
+    get ready() {
+      return cluster.isReady;
+    },
+    connect: async () => {
+      await cluster.connect();
+    },
+    close: async () => {
+      await cluster.close();
+    },
+    send: (args, key, timeout) => cluster.sendCommand(key, false, args, { timeout }),
+    sSubscribe: (channel, listener) => cluster.sSubscribe(channel, listener),
+    sUnsubscribe: (channel) => cluster.sUnsubscribe(channel),
+    watch: (changed) => watchClient(cluster, changed),
+  };
+}
+
+/**
+ * The engine's connection to Redis (standalone, Sentinel or Cluster, chosen
+ * by the URL): commands, scripts and sharded pub/sub, with fail-fast
+ * semantics. While Redis is unreachable every command rejects at once with
+ * `unavailable` (nothing is queued to run later behind the caller's back),
+ * and the link reports its state so the node can surface it.
  *
  * Events: `state` (RedisLinkState), `reconnected` (after a link came back:
  * pub/sub messages may have been missed meanwhile).
  */
 export class RedisLink extends EventEmitter {
-  private readonly commands: RedisClientType;
-  private readonly subscriber: RedisClientType;
+  private readonly backend: Backend;
   private readonly timeoutMs: number;
   private readonly channels = new Map<string, Listener>();
   private currentState: RedisLinkState = 'connecting';
@@ -50,30 +167,18 @@ export class RedisLink extends EventEmitter {
     super();
     this.timeoutMs = options.commandTimeoutMs ?? 5000;
     const maxDelay = options.maxReconnectDelayMs ?? 2000;
-    const clientOptions = {
-      url: options.url,
-      RESP: 3 as const,
+    this.backend = createBackend(options.url, {
+      RESP: 3,
       disableOfflineQueue: true,
       socket: {
         connectTimeout: 2000,
         reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 6), maxDelay),
       },
-    };
-    this.commands = createClient(clientOptions) as unknown as RedisClientType;
-    this.subscriber = createClient(clientOptions) as unknown as RedisClientType;
-    for (const [name, client] of [
-      ['commands', this.commands],
-      ['subscriber', this.subscriber],
-    ] as const) {
-      // Errors are reported by state; an unhandled 'error' event would kill the process.
-      client.on('error', (err: Error) => {
-        this.options.logger?.debug({ err, client: name }, 'redis client error');
-        this.updateState();
-      });
-      client.on('ready', () => this.updateState());
-      client.on('end', () => this.updateState());
-      client.on('reconnecting', () => this.updateState());
-    }
+    });
+    this.backend.watch((err) => {
+      if (err) this.options.logger?.debug({ err }, 'redis client error');
+      this.updateState();
+    });
   }
 
   get state(): RedisLinkState {
@@ -85,21 +190,28 @@ export class RedisLink extends EventEmitter {
   }
 
   async connect(): Promise<void> {
-    await Promise.all([this.commands.connect(), this.subscriber.connect()]);
+    try {
+      await this.backend.connect();
+    } catch (err) {
+      throw this.translate(err);
+    }
     this.updateState();
   }
 
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.allSettled([this.commands.close(), this.subscriber.close()]);
+    await this.backend.close().catch(() => undefined);
     this.currentState = 'down';
   }
 
-  /** Runs one command; rejects with `unavailable` when Redis cannot answer. */
-  async command<T = unknown>(args: Array<string | number>): Promise<T> {
-    if (!this.commands.isReady) throw this.unavailable();
+  /**
+   * Runs one command; rejects with `unavailable` when Redis cannot answer.
+   * `routeKey` picks the shard on Redis Cluster (a key the command touches).
+   */
+  async command<T = unknown>(args: Array<string | number>, routeKey?: string): Promise<T> {
+    if (!this.backend.ready) throw this.unavailable();
     try {
-      return (await this.commands.sendCommand(args.map(String), { timeout: this.timeoutMs })) as T;
+      return (await this.backend.send(args.map(String), routeKey ?? keyOf(args), this.timeoutMs)) as T;
     } catch (err) {
       throw this.translate(err);
     }
@@ -109,19 +221,19 @@ export class RedisLink extends EventEmitter {
   async eval<T = unknown>(script: LuaScript, keys: string[], args: Array<string | number>): Promise<T> {
     const tail = [String(keys.length), ...keys, ...args.map(String)];
     try {
-      return await this.command<T>(['EVALSHA', script.sha, ...tail]);
+      return await this.command<T>(['EVALSHA', script.sha, ...tail], keys[0]);
     } catch (err) {
       if (!(err instanceof MeshError) || !/NOSCRIPT/.test(err.message)) throw err;
-      return this.command<T>(['EVAL', script.source, ...tail]);
+      return this.command<T>(['EVAL', script.source, ...tail], keys[0]);
     }
   }
 
   /** Subscribes to a sharded channel (SSUBSCRIBE); one listener per channel. */
   async subscribe(channel: string, listener: Listener): Promise<void> {
     this.channels.set(channel, listener);
-    if (!this.subscriber.isReady) return; // resubscribed by the client on reconnect
+    if (!this.backend.ready) return; // subscribed by resubscribe() once the link is back
     try {
-      await this.subscriber.sSubscribe(channel, listener);
+      await this.backend.sSubscribe(channel, listener);
     } catch (err) {
       throw this.translate(err);
     }
@@ -129,9 +241,9 @@ export class RedisLink extends EventEmitter {
 
   async unsubscribe(channel: string): Promise<void> {
     this.channels.delete(channel);
-    if (!this.subscriber.isReady) return;
+    if (!this.backend.ready) return;
     try {
-      await this.subscriber.sUnsubscribe(channel);
+      await this.backend.sUnsubscribe(channel);
     } catch (err) {
       throw this.translate(err);
     }
@@ -139,7 +251,7 @@ export class RedisLink extends EventEmitter {
 
   private updateState(): void {
     if (this.closing) return;
-    const next: RedisLinkState = this.commands.isReady && this.subscriber.isReady ? 'up' : this.everUp ? 'down' : 'connecting';
+    const next: RedisLinkState = this.backend.ready ? 'up' : this.everUp ? 'down' : 'connecting';
     if (next === this.currentState) return;
     const wasDown = this.currentState === 'down';
     this.currentState = next;
@@ -157,7 +269,7 @@ export class RedisLink extends EventEmitter {
   private async resubscribe(): Promise<void> {
     for (const [channel, listener] of this.channels) {
       try {
-        await this.subscriber.sSubscribe(channel, listener);
+        await this.backend.sSubscribe(channel, listener);
       } catch (err) {
         this.options.logger?.warn({ err, channel }, 'resubscribe failed');
       }
@@ -172,7 +284,7 @@ export class RedisLink extends EventEmitter {
     if (err instanceof MeshError) return err;
     const message = err instanceof Error ? err.message : String(err);
     const name = err instanceof Error ? err.name : '';
-    if (/Timeout|ClientClosed|ClientOffline|SocketClosed|ConnectionTimeout/i.test(`${name} ${message}`) || !this.commands.isReady) {
+    if (/Timeout|ClientClosed|ClientOffline|SocketClosed|ConnectionTimeout|ECONNREFUSED|ECONNRESET/i.test(`${name} ${message}`) || !this.backend.ready) {
       return this.unavailable(err);
     }
     if (/^NOGROUP|NOSCRIPT|BUSYGROUP/.test(message)) return new MeshError('internal', message, { cause: err });
@@ -180,4 +292,12 @@ export class RedisLink extends EventEmitter {
     if (/^MESHMQ_NOT_FOUND /.test(message)) return new MeshError('not_found', message.replace(/^MESHMQ_NOT_FOUND /, ''));
     return new MeshError('internal', `Redis: ${message}`, { cause: err });
   }
+}
+
+/** Commands whose first argument after the name is a key, for routing on Redis Cluster. */
+function keyOf(args: Array<string | number>): string | undefined {
+  const name = String(args[0]).toUpperCase();
+  if (['XRANGE', 'HMGET', 'SADD', 'SMEMBERS', 'SET', 'HSET', 'HGETALL', 'HDEL', 'DEL', 'GET'].includes(name)) return String(args[1]);
+  if (name === 'XINFO' || name === 'XGROUP') return String(args[2]);
+  return undefined;
 }
