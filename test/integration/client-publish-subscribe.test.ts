@@ -118,7 +118,15 @@ describe('client: publish, subscribe, history', () => {
     const again = await client.subscribe('ps.once', (m) => void got.push(m.offset));
     await client.publish('ps.once', 1);
     await waitUntil(() => got.length === 1, 'message after re-subscribe');
-    await again.unsubscribe();
+    // Without waiting for the unsubscribe: the next subscribe still succeeds and gets only new messages.
+    void again.unsubscribe();
+    const third: number[] = [];
+    const last = await client.subscribe('ps.once', (m) => void third.push(m.offset));
+    await client.publish('ps.once', 2);
+    await waitUntil(() => third.length === 1, 'message after the third subscribe');
+    expect(third).toEqual([2]);
+    expect(got).toEqual([1]);
+    await last.unsubscribe();
   });
 
   it('reports a handler that throws and goes on with the next message', async () => {
@@ -137,8 +145,25 @@ describe('client: publish, subscribe, history', () => {
     await sub.unsubscribe();
   });
 
+  it('pauses the stream of a subscription whose handler falls behind, and misses nothing', async () => {
+    const got: number[] = [];
+    const sub = await client.subscribe(
+      'ps.slow',
+      async (m) => {
+        got.push(m.offset);
+        await sleep(1);
+      },
+      { maxBuffered: 10 },
+    );
+    await Promise.all(range(1, 200).map((i) => client.publish('ps.slow', i)));
+    await waitUntil(() => got.length >= 200, 'all 200 messages', 15_000);
+    await sleep(100);
+    expect(got).toEqual(range(1, 200));
+    await sub.unsubscribe();
+  });
+
   it('reports a subscription from an offset before the first retained one as a gap', async () => {
-    // Retention keeps 3 messages of topics matching ps.short.*; see the node started below.
+    // This node keeps the last 3 messages of every topic.
     const short = await NodeProcess.start({ env: { RETENTION_MESSAGES: '3' } });
     const c = new MeshClient({ url: short.url });
     try {

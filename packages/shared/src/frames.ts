@@ -220,7 +220,7 @@ export interface HelloResult {
   version: string;
   protocol: number;
   nodes: string[];
-  limits: { maxMessageBytes: number };
+  limits: { maxMessageBytes: number; dedupeWindowMs: number };
 }
 
 export interface PublishResult {

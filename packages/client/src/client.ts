@@ -1,0 +1,392 @@
+import {
+  MeshError,
+  isErrorCode,
+  type ErrorCode,
+  type HelloResult,
+  type HistoryResult,
+  type MessageFrame,
+  type OkFrame,
+  type PublishResult,
+  type ServerFrame,
+} from '@meshmq/shared';
+import { defaultWebSocket } from '#websocket';
+import { Connector } from './connector.js';
+import { Emitter } from './emitter.js';
+import { GroupMember, type ConsumeOptions, type GroupConsumer, type GroupHandler } from './group-consumer.js';
+import { randomKey } from './ids.js';
+import type { Link } from './link.js';
+import { resolveOptions, type MeshClientOptions, type ResolvedOptions } from './options.js';
+import { RequestTracker, type DropPolicy } from './request-tracker.js';
+import type { Resumable, ResumableHost } from './resumable.js';
+import { FanoutSubscription, type MessageHandler, type SubscribeOptions, type Subscription } from './subscription.js';
+import type { ClientEvents, ConnectionState, Gap, Message } from './types.js';
+
+export interface PublishOptions {
+  /**
+   * Idempotency key: a publish with a key already stored on this topic within
+   * the broker's dedupe window (2 minutes) is not stored again; its reply
+   * carries the original offset and `duplicate: true`. Default: a random key,
+   * which makes the SDK's own re-send after a reconnect safe.
+   */
+  key?: string;
+}
+
+export interface HistoryOptions {
+  /** First offset to return. Default: the first retained one. */
+  from?: number;
+  /** Largest number of messages, 1-1000. Default 100. */
+  limit?: number;
+}
+
+export interface HistoryPage<T = unknown> {
+  epoch: string;
+  /** First retained offset. */
+  first: number;
+  /** Last offset of the topic (0 when empty). */
+  last: number;
+  messages: Message<T>[];
+}
+
+/**
+ * The MeshMQ client: one WebSocket connection to one node of a cluster, kept
+ * up across failures. Publishes wait while disconnected and are re-sent with
+ * their idempotency key; subscriptions and group memberships are restored on
+ * every new connection, subscriptions from the offset after the last one
+ * received, so handlers see each message once and in order.
+ */
+export class MeshClient extends Emitter<ClientEvents> {
+  private readonly options: ResolvedOptions;
+  private readonly connector: Connector;
+  private readonly tracker = new RequestTracker();
+  private readonly subscriptions = new Map<string, FanoutSubscription<unknown>>();
+  private readonly consumers = new Map<string, GroupMember<unknown>>();
+  /** Resumables that ended but may still have an unsubscribe in flight, by key. */
+  private readonly ending = new Map<string, Promise<void>>();
+  private readonly host: ResumableHost;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: MeshClientOptions = {}) {
+    super();
+    this.options = resolveOptions(options);
+    const WebSocket = this.options.WebSocket ?? defaultWebSocket();
+    if (!WebSocket) {
+      throw new MeshError('bad_request', 'no WebSocket implementation found; pass one as the `WebSocket` option');
+    }
+    this.connector = new Connector(this.options, WebSocket, {
+      onFrame: (link, frame) => this.onFrame(link, frame),
+      onBadFrame: (_link, error) => this.report(error),
+      hello: (link) => this.hello(link),
+      ping: (link) => void this.boundRequest(link, { op: 'ping' }).catch(() => undefined),
+      onReady: (link, reconnect) => this.onReady(link, reconnect),
+      onClosed: (link, info, wasReady) => {
+        this.tracker.linkLost(link);
+        if (wasReady) this.emit('disconnected', { url: link.url, code: info.code, reason: info.reason });
+      },
+      onAttemptFailed: (url, error) => this.emit('connectFailed', { url, error }),
+      onState: (state) => this.emit('state', state),
+    });
+    const connector = this.connector;
+    this.host = {
+      get link() {
+        return connector.readyLink;
+      },
+      request: (link, frame) => this.boundRequest(link, frame),
+      gap: (gap, own) => {
+        if (own) {
+          try {
+            own(gap);
+          } catch (err) {
+            this.report(MeshError.from(err));
+          }
+        }
+        this.emit('gap', gap);
+      },
+      error: (error) => this.report(error),
+      reconnect: (link, error) => {
+        this.report(new MeshError(error.code, `reconnecting to restore subscriptions: ${error.message}`, { cause: error }));
+        link.close(4000, 'subscribe failed');
+      },
+      removed: (resumable) => this.forget(resumable),
+    };
+  }
+
+  /** connecting, connected, reconnecting, or closed; idle before the first use. */
+  get state(): ConnectionState {
+    return this.connector.state;
+  }
+
+  /** The WebSocket URL of the current connection. */
+  get url(): string | undefined {
+    return this.connector.link?.url;
+  }
+
+  /** The hello reply of the current connection: node id, version, node list, limits. */
+  get node(): HelloResult | undefined {
+    return this.connector.link?.hello;
+  }
+
+  /** Every WebSocket URL the client may connect to. */
+  get urls(): string[] {
+    return this.connector.knownUrls;
+  }
+
+  /**
+   * Connects, if not connecting already, and resolves once connected.
+   * Rejects with `unavailable` if that takes longer than `requestTimeoutMs`;
+   * the client keeps trying in the background until `close()`. Calling it is
+   * optional: every operation starts connecting.
+   */
+  connect(): Promise<void> {
+    if (this.closing) return Promise.reject(closedError());
+    this.connector.start();
+    if (this.connector.state === 'connected') return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new MeshError('unavailable', `not connected within ${this.options.requestTimeoutMs} ms; still trying ${this.urls.join(', ')}`));
+      }, this.options.requestTimeoutMs);
+      const off = this.on('state', (state) => {
+        if (state !== 'connected' && state !== 'closed') return;
+        off();
+        clearTimeout(timer);
+        if (state === 'connected') resolve();
+        else reject(closedError());
+      });
+    });
+  }
+
+  /**
+   * Stops everything: the connection, reconnecting, subscriptions and
+   * consumers. Requests still waiting fail with `unavailable`.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const error = closedError();
+      for (const resumable of [...this.subscriptions.values(), ...this.consumers.values()]) resumable.abandon(error);
+      this.subscriptions.clear();
+      this.consumers.clear();
+      this.tracker.rejectAll(error);
+      await this.connector.stop();
+      this.tracker.rejectAll(error);
+    })();
+    return this.closing;
+  }
+
+  /** Appends a message to a topic; resolves once it is durable. */
+  publish<T = unknown>(topic: string, data: T, options: PublishOptions = {}): Promise<PublishResult> {
+    let encoded: string | undefined;
+    try {
+      encoded = JSON.stringify(data);
+    } catch (err) {
+      return Promise.reject(new MeshError('bad_request', `'data' cannot be encoded as JSON: ${MeshError.from(err).message}`));
+    }
+    if (encoded === undefined) return Promise.reject(new MeshError('bad_request', "'data' must be a JSON value"));
+    const frame = { op: 'publish', topic, data, key: options.key ?? randomKey() };
+    return this.request(frame, 'resend').then((reply) => {
+      const { offset, epoch, ts, duplicate } = reply as unknown as PublishResult;
+      return { offset, epoch, ts, duplicate };
+    });
+  }
+
+  /**
+   * Subscribes to every message of `topic` from now on, or from `options.from`.
+   * Resolves once the server confirmed; rejects with `unavailable` if that
+   * does not happen within `requestTimeoutMs` (for example while offline).
+   * One subscription per topic per client.
+   */
+  async subscribe<T = unknown>(topic: string, handler: MessageHandler<T>, options: SubscribeOptions = {}): Promise<Subscription> {
+    const subscription = new FanoutSubscription<T>(this.host, topic, handler, options, this.options.requestTimeoutMs);
+    await this.register(this.subscriptions, subscription as unknown as FanoutSubscription<unknown>, `already subscribed to topic '${topic}'`);
+    await subscription.ready;
+    return subscription;
+  }
+
+  /**
+   * Joins consumer group `group` of `topic`: each message goes to one member
+   * of the group. Resolves once joined. One membership per group per client.
+   */
+  async consume<T = unknown>(topic: string, group: string, handler: GroupHandler<T>, options: ConsumeOptions = {}): Promise<GroupConsumer> {
+    const member = new GroupMember<T>(this.host, topic, group, handler, options, this.options.requestTimeoutMs);
+    await this.register(this.consumers, member as unknown as GroupMember<unknown>, `already consuming group '${group}' of topic '${topic}'`);
+    await member.ready;
+    return member;
+  }
+
+  /** Reads retained messages of a topic. */
+  async history<T = unknown>(topic: string, options: HistoryOptions = {}): Promise<HistoryPage<T>> {
+    const frame: Record<string, unknown> = { op: 'history', topic };
+    if (options.from !== undefined) frame.from = options.from;
+    if (options.limit !== undefined) frame.limit = options.limit;
+    const reply = (await this.request(frame, 'resend')) as unknown as HistoryResult;
+    return {
+      epoch: reply.epoch,
+      first: reply.first,
+      last: reply.last,
+      messages: reply.messages.map((m) => toMessage<T>(m)),
+    };
+  }
+
+  /** Round trip to the connected node, in ms. */
+  async ping(): Promise<number> {
+    const start = Date.now();
+    await this.request({ op: 'ping' }, 'reject');
+    return Date.now() - start;
+  }
+
+  // ---- requests ----------------------------------------------------------------
+
+  /** A request that waits for a connection if needed. */
+  private request(frame: Record<string, unknown>, policy: DropPolicy): Promise<OkFrame> {
+    if (this.closing) return Promise.reject(closedError());
+    this.connector.start();
+    const link = this.connector.readyLink;
+    if (!link && this.tracker.queued >= this.options.offlineQueueLimit) {
+      return Promise.reject(
+        new MeshError('unavailable', `not connected, and ${this.tracker.queued} requests are already waiting for a connection`),
+      );
+    }
+    const { id, reply } = this.tracker.create(frame, policy, this.options.requestTimeoutMs);
+    if (link) this.send(link, id);
+    return reply;
+  }
+
+  /** A request sent on `link` only. */
+  private boundRequest(link: Link, frame: Record<string, unknown>, timeoutMs = this.options.requestTimeoutMs): Promise<OkFrame> {
+    const { id, reply } = this.tracker.create(frame, 'reject', timeoutMs, true);
+    if (!this.send(link, id)) {
+      this.tracker.reject(id, new MeshError('unavailable', `the connection to ${link.url} is closed`));
+    }
+    return reply;
+  }
+
+  /** Sends request `id` on `link`; false if the link is closed. */
+  private send(link: Link, id: number): boolean {
+    const frame = this.tracker.frameOf(id);
+    if (!frame) return true;
+    const limit = link.hello?.limits.maxMessageBytes;
+    if (frame.op === 'publish' && limit !== undefined) {
+      const size = utf8Length(JSON.stringify(frame.data));
+      if (size > limit) {
+        this.tracker.reject(id, new MeshError('payload_too_large', `'data' is ${size} bytes encoded; the limit is ${limit}`));
+        return true;
+      }
+    }
+    if (!link.send(frame)) return false;
+    this.tracker.markSent(id, link);
+    return true;
+  }
+
+  private async hello(link: Link): Promise<HelloResult> {
+    const { op: _op, id: _id, ...result } = await this.boundRequest(
+      link,
+      { op: 'hello', client: this.options.name },
+      this.options.connectTimeoutMs,
+    );
+    return result as unknown as HelloResult;
+  }
+
+  // ---- connection events -------------------------------------------------------
+
+  private onReady(link: Link, reconnect: boolean): void {
+    const subscriptions = [...this.subscriptions.values()];
+    const consumers = [...this.consumers.values()];
+    const restoring = [...subscriptions, ...consumers].map((r) => r.attach(link));
+    for (const id of this.tracker.queuedIds()) {
+      if (!this.send(link, id)) break;
+    }
+    const hello = link.hello!;
+    this.emit('connected', { url: link.url, node: hello.node, version: hello.version, reconnect });
+    if (!reconnect) return;
+    void Promise.all(restoring).then((found) => {
+      if (this.connector.link !== link) return;
+      const gaps: Gap[] = found.flat();
+      this.emit('resumed', {
+        url: link.url,
+        subscriptions: subscriptions.length,
+        consumers: consumers.length,
+        gaps,
+        recovered: gaps.length === 0,
+      });
+    });
+  }
+
+  private onFrame(link: Link, frame: ServerFrame): void {
+    switch (frame.op) {
+      case 'ok':
+      case 'error':
+        if (!this.tracker.settle(frame, link) && frame.op === 'error') {
+          this.report(new MeshError(isCode(frame.code), `server error: ${frame.message}`));
+        }
+        return;
+      case 'message':
+        this.route(link, frame);
+        return;
+      case 'move':
+        this.emit('moving', { url: link.url, nodes: frame.nodes });
+        this.connector.move(link, frame.nodes);
+        return;
+      default:
+        // Frames of later protocol versions are ignored.
+        return;
+    }
+  }
+
+  private route(link: Link, frame: MessageFrame): void {
+    if (frame.group === undefined) this.subscriptions.get(frame.topic)?.onMessage(link, frame);
+    else this.consumers.get(`${frame.topic}\u0000${frame.group}`)?.onMessage(link, frame);
+  }
+
+  /** Emits `error`; with no listener, logs it rather than losing it. */
+  private report(error: MeshError): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else console.error('[meshmq]', error);
+  }
+
+  // ---- subscriptions and consumers ---------------------------------------------
+
+  private async register<R extends Resumable>(registry: Map<string, R>, resumable: R, duplicate: string): Promise<void> {
+    if (this.closing) {
+      resumable.abandon(closedError());
+      throw closedError();
+    }
+    if (registry.has(resumable.key)) {
+      resumable.abandon(new MeshError('bad_request', duplicate));
+      throw new MeshError('bad_request', duplicate);
+    }
+    registry.set(resumable.key, resumable);
+    this.connector.start();
+    // Wait for an earlier one with the same key to be unsubscribed on the server.
+    const previous = this.ending.get(resumable.key);
+    if (previous) await previous;
+    const link = this.connector.readyLink;
+    if (link && registry.get(resumable.key) === resumable) void resumable.attach(link);
+  }
+
+  private forget(resumable: Resumable): void {
+    const registry: Map<string, Resumable> = resumable instanceof GroupMember ? this.consumers : this.subscriptions;
+    if (registry.get(resumable.key) !== resumable) return;
+    registry.delete(resumable.key);
+    const done = resumable.settled().then(() => {
+      if (this.ending.get(resumable.key) === done) this.ending.delete(resumable.key);
+    });
+    this.ending.set(resumable.key, done);
+  }
+}
+
+function toMessage<T>(frame: MessageFrame): Message<T> {
+  const message: Message<T> = { topic: frame.topic, offset: frame.offset, epoch: frame.epoch, ts: frame.ts, data: frame.data as T };
+  if (frame.key !== undefined) message.key = frame.key;
+  return message;
+}
+
+function closedError(): MeshError {
+  return new MeshError('unavailable', 'the client is closed');
+}
+
+function isCode(code: string): ErrorCode {
+  return isErrorCode(code) ? code : 'internal';
+}
+
+function utf8Length(text: string): number {
+  return new TextEncoder().encode(text).length;
+}

@@ -1,0 +1,80 @@
+import type { MeshError } from '@meshmq/shared';
+
+/** One message of a topic, as handed to a subscription handler. */
+export interface Message<T = unknown> {
+  topic: string;
+  /** Position in the topic: 1, 2, 3… without gaps, within one epoch. */
+  offset: number;
+  /** Identity of the topic's log; offsets of different epochs are unrelated. */
+  epoch: string;
+  /** Time the broker stored the message, ms since the Unix epoch. */
+  ts: number;
+  data: T;
+  /** The idempotency key it was published with. */
+  key?: string;
+}
+
+/** A message delivered to a consumer-group member. */
+export interface GroupMessage<T = unknown> extends Message<T> {
+  group: string;
+  /** 1 on first delivery, 2 on the first redelivery, and so on. */
+  delivery: number;
+  /**
+   * Settles the message. Rejects with `unavailable` when the connection it
+   * arrived on was lost (the server released it; it will be redelivered) and
+   * with `not_found` when its lease had already ended.
+   */
+  ack(): Promise<void>;
+  /** Hands the message back for redelivery after `delayMs` (default 0). Same failures as ack. */
+  nack(delayMs?: number): Promise<void>;
+}
+
+/** Offsets a subscription will never see. */
+export interface Gap {
+  topic: string;
+  /** The epoch the subscription continues in. */
+  epoch: string;
+  /** First missing offset. */
+  from: number;
+  /** Last missing offset; `to < from` when nothing of the current log is missing. */
+  to: number;
+  /**
+   * - `retention`: the messages were removed by retention before they were read;
+   * - `epoch`: the topic's log was replaced (its data was lost or reset); the
+   *   subscription restarts at the first retained offset of the new log;
+   * - `skipped`: the server sent an offset past the next expected one.
+   */
+  reason: 'retention' | 'epoch' | 'skipped';
+}
+
+export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+export interface ClientEvents {
+  [event: string]: unknown[];
+  /** Every change of `client.state`. */
+  state: [state: ConnectionState];
+  /** A connection is established and greeted; `reconnect` is false for the first one. */
+  connected: [info: { url: string; node: string; version: string; reconnect: boolean }];
+  /** An established connection was lost (or closed by the client). */
+  disconnected: [info: { url: string; code: number; reason: string }];
+  /**
+   * The node is shutting down and asked the client to move to one of `nodes`.
+   * Requests wait until the next connection; `disconnected` and `connected` follow.
+   */
+  moving: [info: { url: string; nodes: string[] }];
+  /** A connection attempt failed; the client goes on trying. */
+  connectFailed: [info: { url: string; error: MeshError }];
+  /**
+   * After a reconnect, every subscription and group membership was restored.
+   * `recovered` is false when some subscription has a gap (see `gaps`).
+   */
+  resumed: [info: { url: string; subscriptions: number; consumers: number; gaps: Gap[]; recovered: boolean }];
+  /** A subscription will never see some offsets. */
+  gap: [gap: Gap];
+  /**
+   * Failures with nobody else to report to: a handler that threw, an auto-ack
+   * that failed, a subscription the server ended. Without a listener they are
+   * logged with console.error.
+   */
+  error: [error: MeshError];
+}

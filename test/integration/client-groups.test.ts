@@ -1,0 +1,176 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MeshClient, type GroupMessage, type MeshError } from '@meshmq/client';
+import { NodeProcess } from '../helpers/node-process.js';
+import { range, sleep, waitUntil } from '../helpers/wait.js';
+
+describe('client: consumer groups', () => {
+  let node: NodeProcess;
+  let client: MeshClient;
+  const errors: MeshError[] = [];
+  beforeAll(async () => {
+    node = await NodeProcess.start();
+    client = new MeshClient({ url: node.url, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+    client.on('error', (e) => errors.push(e));
+    await client.connect();
+  });
+  afterAll(async () => {
+    await client?.close();
+    await node?.dispose();
+  });
+
+  it('acks automatically when the handler resolves: nothing is redelivered', async () => {
+    const got: Array<[number, number]> = [];
+    const consumer = await client.consume('g.auto', 'workers', async (m) => {
+      got.push([m.offset, m.delivery]);
+    }, { ackWait: 300 });
+    for (let i = 0; i < 5; i++) await client.publish('g.auto', { i });
+    await waitUntil(() => got.length === 5, 'five deliveries');
+    // Past ackWait: an unacked message would have come back by now.
+    await sleep(600);
+    expect(got.sort((a, b) => a[0] - b[0])).toEqual(range(1, 5).map((o) => [o, 1]));
+    await consumer.stop();
+    expect(consumer.active).toBe(false);
+
+    // A new member of the same group finds nothing pending.
+    const later: number[] = [];
+    const again = await client.consume('g.auto', 'workers', (m) => void later.push(m.offset));
+    await client.publish('g.auto', { i: 5 });
+    await waitUntil(() => later.length === 1, 'the new message');
+    await sleep(100);
+    expect(later).toEqual([6]);
+    await again.stop();
+  });
+
+  it('nacks when the handler throws and gets the message again with delivery 2', async () => {
+    const seen: Array<[number, number]> = [];
+    const consumer = await client.consume('g.nack', 'workers', (m) => {
+      seen.push([m.offset, m.delivery]);
+      if (m.delivery === 1) throw new Error('transient failure');
+    });
+    await client.publish('g.nack', 'job');
+    await waitUntil(() => seen.length === 2, 'the redelivery');
+    await sleep(200);
+    expect(seen).toEqual([
+      [1, 1],
+      [1, 2],
+    ]);
+    expect(errors.some((e) => e.message.includes('transient failure') && e.message.includes('nacked'))).toBe(true);
+    await consumer.stop();
+  });
+
+  it('lets a handler ack and nack with a delay itself when autoAck is off', async () => {
+    const seen: Array<{ offset: number; delivery: number; at: number }> = [];
+    const consumer = await client.consume(
+      'g.manual',
+      'workers',
+      async (m: GroupMessage<string>) => {
+        seen.push({ offset: m.offset, delivery: m.delivery, at: Date.now() });
+        if (m.delivery === 1) await m.nack(300);
+        else await m.ack();
+      },
+      { autoAck: false },
+    );
+    await client.publish('g.manual', 'later');
+    await waitUntil(() => seen.length === 2, 'the delayed redelivery');
+    expect(seen.map((s) => s.delivery)).toEqual([1, 2]);
+    expect(seen[1]!.at - seen[0]!.at).toBeGreaterThanOrEqual(250);
+    await consumer.stop();
+  });
+
+  it('moves a message to the dead-letter topic after maxDeliveries', async () => {
+    const letters: unknown[] = [];
+    const dlq = await client.subscribe('$dlq.g.dead', (m) => void letters.push(m.data), { from: 1 });
+    let attempts = 0;
+    const consumer = await client.consume(
+      'g.dead',
+      'workers',
+      () => {
+        attempts++;
+        throw new Error('always fails');
+      },
+      { maxDeliveries: 2 },
+    );
+    await client.publish('g.dead', { order: 7 });
+    await waitUntil(() => letters.length === 1, 'the dead letter');
+    expect(attempts).toBe(2);
+    expect(letters[0]).toMatchObject({ topic: 'g.dead', group: 'workers', offset: 1, deliveries: 2, data: { order: 7 } });
+    await consumer.stop();
+    await dlq.unsubscribe();
+  });
+
+  it('spreads messages over two members of one group', async () => {
+    const other = new MeshClient({ url: node.url });
+    try {
+      const a: number[] = [];
+      const b: number[] = [];
+      const slow = async () => sleep(20);
+      const ca = await client.consume('g.spread', 'workers', async (m) => { a.push(m.offset); await slow(); }, { prefetch: 1 });
+      const cb = await other.consume('g.spread', 'workers', async (m) => { b.push(m.offset); await slow(); }, { prefetch: 1 });
+      await Promise.all(range(1, 20).map((i) => client.publish('g.spread', i)));
+      await waitUntil(() => a.length + b.length === 20, 'all twenty');
+      expect([...a, ...b].sort((x, y) => x - y)).toEqual(range(1, 20));
+      expect(a.length).toBeGreaterThan(0);
+      expect(b.length).toBeGreaterThan(0);
+      await Promise.all([ca.stop(), cb.stop()]);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('lets running handlers finish and ack when stopped', async () => {
+    const done: number[] = [];
+    const consumer = await client.consume('g.stop', 'workers', async (m) => {
+      await sleep(200);
+      done.push(m.offset);
+    });
+    await client.publish('g.stop', 1);
+    await waitUntil(() => consumer.running === 1, 'the handler to start');
+    await consumer.stop();
+    expect(done).toEqual([1]);
+    // It was acked before leaving: a new member gets nothing.
+    const later: number[] = [];
+    const next = await client.consume('g.stop', 'workers', (m) => void later.push(m.offset), { ackWait: 200 });
+    await sleep(500);
+    expect(later).toEqual([]);
+    await next.stop();
+  });
+});
+
+describe('client: consumer groups across a restart', () => {
+  it('re-joins after the node restarts; an ack for the old connection fails with unavailable', async () => {
+    const node = await NodeProcess.start();
+    const client = new MeshClient({ url: node.url, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+    try {
+      const seen: Array<[number, number]> = [];
+      const held: GroupMessage[] = [];
+      await client.consume(
+        'g.restart',
+        'workers',
+        (m) => {
+          seen.push([m.offset, m.delivery]);
+          if (m.delivery === 1) held.push(m);
+          else return m.ack();
+        },
+        { autoAck: false },
+      );
+      await client.publish('g.restart', 'a');
+      await waitUntil(() => held.length === 1, 'the first delivery');
+      await node.kill();
+      await waitUntil(() => client.state === 'reconnecting', 'reconnecting');
+      await expect(held[0]!.ack()).rejects.toMatchObject({ code: 'unavailable' });
+      await node.start();
+      // The lease ended with the connection: the message comes back, then new ones.
+      await waitUntil(() => seen.length === 2, 'the redelivery after the restart');
+      await client.publish('g.restart', 'b');
+      await waitUntil(() => seen.length === 3, 'a new message');
+      expect(seen).toEqual([
+        [1, 1],
+        [1, 2],
+        [2, 1],
+      ]);
+    } finally {
+      await client.close();
+      await node.dispose();
+    }
+  });
+});
