@@ -26,6 +26,23 @@ export interface NodeConfig {
   logLevel: string;
   /** Directory of the built console served at `/`; empty to serve none. */
   consoleDir: string;
+  /**
+   * Base URLs of other nodes whose health the admin API reports (static-peers
+   * mode, until the Redis cluster membership replaces it).
+   */
+  peers: string[];
+  /** Empty: the embedded engine. Otherwise redis://, redis+sentinel:// or redis+cluster://. */
+  redisUrl: string;
+  /** Replicas each publish waits for (Redis WAIT); 0 acknowledges on the primary. */
+  redisReplicas: number;
+  redisReplicaTimeoutMs: number;
+  /** Prefix of every Redis key, so several clusters can share one Redis. */
+  redisPrefix: string;
+  heartbeatMs: number;
+  /** A node whose heartbeat is older than this is down and its leases are taken over. */
+  nodeDownAfterMs: number;
+  /** Longest wait for in-flight requests when draining on SIGTERM. */
+  drainTimeoutMs: number;
 }
 
 interface OptionSpec {
@@ -54,6 +71,26 @@ export function parseDuration(value: string | number, name = 'duration'): number
 
 const duration = (name: string) => (value: string) => parseDuration(value, name);
 
+/** Parses a comma-separated list of http(s) base URLs; trailing slashes are dropped. */
+export function parseUrlList(value: string, name = 'peers'): string[] {
+  return value
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part !== '')
+    .map((part) => {
+      let url: URL;
+      try {
+        url = new URL(part);
+      } catch {
+        throw new MeshError('bad_request', `${name}: '${part}' is not a URL`);
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+        throw new MeshError('bad_request', `${name}: '${part}' must be an http:// or https:// URL`);
+      }
+      return part.replace(/\/+$/, '');
+    });
+}
+
 const OPTIONS: OptionSpec[] = [
   { flag: 'port', env: 'PORT', key: 'port', help: 'HTTP port for /ws, Socket.IO, the console and health (default 8080)', parse: int('port') },
   { flag: 'host', env: 'HOST', key: 'host', help: 'interface to bind (default 127.0.0.1)', parse: String },
@@ -67,6 +104,14 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'retention-sweep', env: 'RETENTION_SWEEP', key: 'retentionSweepMs', help: 'how often age retention runs (default 10s)', parse: duration('retention-sweep') },
   { flag: 'log-level', env: 'LOG_LEVEL', key: 'logLevel', help: 'fatal, error, warn, info, debug or trace (default info)', parse: String },
   { flag: 'console-dir', env: 'CONSOLE_DIR', key: 'consoleDir', help: 'built console to serve at / (default: the bundled one)', parse: String },
+  { flag: 'redis-url', env: 'REDIS_URL', key: 'redisUrl', help: 'run as a cluster node over Redis: redis://host:port, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (default: embedded engine)', parse: String },
+  { flag: 'redis-replicas', env: 'REDIS_REPLICAS', key: 'redisReplicas', help: 'replicas each publish waits for before it is acknowledged (Redis WAIT; default 0)', parse: int('redis-replicas') },
+  { flag: 'redis-replica-timeout', env: 'REDIS_REPLICA_TIMEOUT', key: 'redisReplicaTimeoutMs', help: 'how long a publish waits for those replicas (default 1s)', parse: duration('redis-replica-timeout') },
+  { flag: 'redis-prefix', env: 'REDIS_PREFIX', key: 'redisPrefix', help: 'prefix of every Redis key (default mq:)', parse: String },
+  { flag: 'heartbeat', env: 'HEARTBEAT', key: 'heartbeatMs', help: 'cluster heartbeat interval (default 1s)', parse: duration('heartbeat') },
+  { flag: 'node-down-after', env: 'NODE_DOWN_AFTER', key: 'nodeDownAfterMs', help: 'a node silent this long is down and its leases move (default 5s)', parse: duration('node-down-after') },
+  { flag: 'drain-timeout', env: 'DRAIN_TIMEOUT', key: 'drainTimeoutMs', help: 'on SIGTERM, longest wait for in-flight requests (default 5s)', parse: duration('drain-timeout') },
+  { flag: 'peers', env: 'PEERS', key: 'peers', help: 'comma-separated URLs of other nodes the console shows (static peers; default none)', parse: (value) => parseUrlList(value, 'peers') },
 ];
 
 function line(flag: string, env: string, help: string): string {
@@ -98,6 +143,14 @@ function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
     retentionSweepMs: 10_000,
     logLevel: 'info',
     consoleDir: '',
+    peers: [],
+    redisUrl: '',
+    redisReplicas: 0,
+    redisReplicaTimeoutMs: 1000,
+    redisPrefix: 'mq:',
+    heartbeatMs: 1000,
+    nodeDownAfterMs: 5000,
+    drainTimeoutMs: 5000,
   };
 }
 

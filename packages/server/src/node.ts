@@ -4,10 +4,16 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Broker } from './core/broker.js';
 import { retentionResolver, type NodeConfig } from './config.js';
+import { Membership } from './cluster/membership.js';
+import { describeRedisDurability, type RedisDurability } from './cluster/redis-durability.js';
+import { takeOverLeases } from './cluster/takeover.js';
 import { EmbeddedEngine } from './engine/embedded-engine.js';
 import type { Engine } from './engine/engine.js';
+import { RedisEngine } from './engine/redis-engine.js';
+import { adminRoutes } from './admin-api.js';
 import { createHttpHandler } from './http-handler.js';
 import { createLogger } from './logger.js';
+import { NodeStats, type NodeRecord } from './node-stats.js';
 import { SocketIoTransport } from './transport/socketio-transport.js';
 import { WsTransport } from './transport/ws-transport.js';
 import { VERSION } from './version.js';
@@ -28,34 +34,76 @@ export class BrokerNode {
   readonly logger: Logger;
   readonly engine: Engine;
   readonly broker: Broker;
+  readonly stats: NodeStats;
+  /** Present when the node runs over Redis. */
+  readonly membership: Membership<NodeRecord> | undefined;
+  private durability: RedisDurability | undefined;
   private readonly server: Server;
   private ws: WsTransport | undefined;
   private socketIo: SocketIoTransport | undefined;
   private readonly startedAt = Date.now();
   private stopping: Promise<void> | undefined;
+  private draining = false;
 
   constructor(readonly config: NodeConfig) {
     this.logger = createLogger(config.logLevel, config.nodeId);
-    this.engine = new EmbeddedEngine({
-      dataDir: config.dataDir,
-      retention: retentionResolver(config),
-      dedupeWindowMs: config.dedupeWindowMs,
-    });
+    const retention = retentionResolver(config);
+    const redis = config.redisUrl
+      ? new RedisEngine({
+          url: config.redisUrl,
+          keyPrefix: config.redisPrefix,
+          retention,
+          dedupeWindowMs: config.dedupeWindowMs,
+          replicas: config.redisReplicas,
+          replicaTimeoutMs: config.redisReplicaTimeoutMs,
+          logger: this.logger,
+        })
+      : undefined;
+    this.engine = redis ?? new EmbeddedEngine({ dataDir: config.dataDir, retention, dedupeWindowMs: config.dedupeWindowMs });
     this.broker = new Broker({
       engine: this.engine,
       nodeId: config.nodeId,
       version: VERSION,
       maxMessageBytes: config.maxMessageBytes,
-      nodeUrls: () => [config.publicUrl],
+      dedupeWindowMs: config.dedupeWindowMs,
+      nodeUrls: () => this.membership?.liveUrls() ?? [config.publicUrl],
       logger: this.logger,
       retentionSweepMs: config.retentionSweepMs,
     });
+    this.stats = new NodeStats({
+      id: config.nodeId,
+      url: config.publicUrl,
+      version: VERSION,
+      startedAt: this.startedAt,
+      counters: () => this.broker.stats(),
+      topicCounters: () => this.broker.publishedPerTopic(),
+      status: () => (this.draining ? 'draining' : 'up'),
+      redis: () => (redis ? { state: redis.link.state } : null),
+    });
+    this.membership = redis
+      ? new Membership<NodeRecord>({
+          link: redis.link,
+          keyPrefix: config.redisPrefix,
+          self: () => this.stats.record(),
+          heartbeatMs: config.heartbeatMs,
+          downAfterMs: config.nodeDownAfterMs,
+          logger: this.logger,
+        })
+      : undefined;
     const consoleDir = config.consoleDir || bundledConsoleDir();
     this.server = createServer(
       createHttpHandler(
         {
           '/healthz': () => ({ status: 200, body: this.health() }),
-          '/readyz': () => ({ status: this.stopping ? 503 : 200, body: { ready: !this.stopping, node: config.nodeId } }),
+          '/readyz': () => this.readiness(),
+          ...adminRoutes({
+            broker: this.broker,
+            engine: this.engine,
+            stats: this.stats,
+            retention: retentionResolver(config),
+            selfUrl: config.publicUrl,
+            peers: config.peers,
+          }),
         },
         consoleDir,
       ),
@@ -73,9 +121,27 @@ export class BrokerNode {
     };
   }
 
+  /** Ready when not draining and, over Redis, while Redis answers. */
+  readiness(): { status: number; body: unknown } {
+    const redis = this.engine instanceof RedisEngine ? this.engine : undefined;
+    const reasons: string[] = [];
+    if (this.draining || this.stopping) reasons.push('draining');
+    if (redis && redis.link.state !== 'up') reasons.push(`redis ${redis.link.state}`);
+    const body = {
+      ready: reasons.length === 0,
+      node: this.config.nodeId,
+      engine: this.engine.kind,
+      ...(reasons.length > 0 ? { reasons } : {}),
+      ...(redis ? { redis: { state: redis.link.state, durability: this.durability ?? null } } : {}),
+    };
+    return { status: reasons.length === 0 ? 200 : 503, body };
+  }
+
   async start(): Promise<void> {
     await this.engine.open();
+    if (this.engine instanceof RedisEngine) await this.startClustered(this.engine);
     this.broker.start();
+    this.stats.start();
     const maxFrameBytes = this.config.maxMessageBytes * 2 + FRAME_OVERHEAD_BYTES;
     this.ws = new WsTransport(this.broker, this.server, { maxFrameBytes });
     this.socketIo = new SocketIoTransport(this.broker, this.server, { maxFrameBytes });
@@ -93,6 +159,23 @@ export class BrokerNode {
     );
   }
 
+  private async startClustered(redis: RedisEngine): Promise<void> {
+    this.durability = await describeRedisDurability(redis.link, this.config.redisReplicas);
+    const level = this.durability.survives.hostCrash ? 'info' : 'warn';
+    this.logger[level]({ durability: this.durability }, `Redis durability: ${this.durability.summary}`);
+    // Leases held by this node's previous life (same node id) go back to their groups.
+    await takeOverLeases(redis, this.config.nodeId, this.logger);
+    this.membership!.on('down', (record: NodeRecord) => {
+      this.logger.warn({ node: record.id, url: record.url }, 'node is down; taking over its leases');
+      const claim = `${this.config.redisPrefix}takeover:${record.id}:${record.startedAt}`;
+      takeOverLeases(redis, record.id, this.logger, claim).catch((err) =>
+        this.logger.error({ err, node: record.id }, 'taking over the leases of a down node failed'),
+      );
+    });
+    this.membership!.on('up', (record: NodeRecord) => this.logger.info({ node: record.id, url: record.url }, 'node is up'));
+    await this.membership!.start();
+  }
+
   /** The port actually bound (useful with port 0). */
   get port(): number {
     const address = this.server.address();
@@ -101,11 +184,18 @@ export class BrokerNode {
 
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      this.draining = true;
+      // Tell the cluster first, so no client is sent here while we drain.
+      await this.membership?.beatNow();
+      const elsewhere = (this.membership?.liveUrls() ?? []).filter((url) => url !== this.config.publicUrl);
+      await this.broker.drain(elsewhere, this.config.drainTimeoutMs);
+      await this.membership?.stop();
       await this.ws?.close();
       await this.socketIo?.close();
       this.server.closeAllConnections();
       await new Promise<void>((resolve) => this.server.close(() => resolve()));
       await this.broker.close();
+      this.stats.stop();
       await this.engine.close();
       this.logger.info('MeshMQ node stopped');
     })();

@@ -65,6 +65,12 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
     this.timer.unref();
   }
 
+  /** Writes a heartbeat now (e.g. to announce draining) instead of at the next tick. */
+  async beatNow(): Promise<void> {
+    await this.beating;
+    await this.tick();
+  }
+
   /** Marks this node down at once, so the others do not wait for the heartbeat to expire. */
   async stop(): Promise<void> {
     clearInterval(this.timer);

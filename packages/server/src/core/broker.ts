@@ -11,6 +11,8 @@ export interface BrokerOptions {
   version: string;
   /** Largest JSON-encoded `data` of one message, in bytes. */
   maxMessageBytes: number;
+  /** Window of idempotent publish keys, advertised in hello. */
+  dedupeWindowMs: number;
   /** Public URLs of the live nodes, this one included. */
   nodeUrls: () => string[];
   logger: Logger;
@@ -41,7 +43,7 @@ export class Broker {
   /** Messages published through this node, per topic, since start. */
   private readonly published = new Map<string, number>();
   private sweepTimer: NodeJS.Timeout | undefined;
-  private unlisten: (() => void) | undefined;
+  private unlisten: Array<() => void> = [];
 
   constructor(readonly options: BrokerOptions) {
     this.engine = options.engine;
@@ -49,14 +51,17 @@ export class Broker {
   }
 
   start(): void {
-    this.unlisten = this.engine.onMessage((message) => this.onLive(message));
+    this.unlisten = [
+      this.engine.onMessage((message) => this.onLive(message)),
+      this.engine.onWake((topic, group) => this.dispatchers.get(topic)?.get(group)?.pump()),
+    ];
     this.sweepTimer = setInterval(() => void this.sweep(), this.options.retentionSweepMs ?? 10_000);
     this.sweepTimer.unref();
   }
 
   async close(): Promise<void> {
     clearInterval(this.sweepTimer);
-    this.unlisten?.();
+    for (const stop of this.unlisten) stop();
     for (const session of this.sessions) await session.close();
     for (const groups of this.dispatchers.values()) for (const dispatcher of groups.values()) dispatcher.close();
   }

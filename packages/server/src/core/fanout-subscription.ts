@@ -18,6 +18,8 @@ const DRAIN_POLL_MS = 20;
 export class FanoutSubscription {
   private next: number;
   private catchingUp = false;
+  /** Live messages are only noted until the subscribe reply has gone out. */
+  private started = false;
   private latestSeen = 0;
   private closed = false;
 
@@ -34,14 +36,15 @@ export class FanoutSubscription {
 
   /** Starts delivery; call after the subscribe reply was sent. */
   start(lastKnown: number): void {
-    this.latestSeen = lastKnown;
-    if (this.next <= lastKnown) void this.catchUp();
+    this.started = true;
+    this.latestSeen = Math.max(this.latestSeen, lastKnown);
+    if (this.next <= this.latestSeen) void this.catchUp();
   }
 
   onLive(message: StoredMessage): void {
     if (this.closed || message.offset < this.next) return;
     this.latestSeen = Math.max(this.latestSeen, message.offset);
-    if (this.catchingUp) return;
+    if (this.catchingUp || !this.started) return;
     if (message.offset === this.next && this.connection.bufferedAmount() < HIGH_WATER_MARK) {
       this.deliver(message);
       return;

@@ -141,7 +141,7 @@ export class Session {
       version: this.broker.options.version,
       protocol: PROTOCOL_VERSION,
       nodes: this.broker.options.nodeUrls(),
-      limits: { maxMessageBytes: this.broker.options.maxMessageBytes },
+      limits: { maxMessageBytes: this.broker.options.maxMessageBytes, dedupeWindowMs: this.broker.options.dedupeWindowMs },
     };
   }
 

@@ -161,6 +161,11 @@ export class EmbeddedEngine implements Engine {
   /** Every message of this node's store is live here: nothing to watch. */
   async watch(): Promise<void> {}
 
+  /** One node: whoever releases or nacks a lease pumps its own dispatcher. */
+  onWake(): () => void {
+    return () => undefined;
+  }
+
   async unwatch(): Promise<void> {}
 
   // ---- topics ------------------------------------------------------------------

@@ -109,6 +109,8 @@ export interface DeadLetter {
 }
 
 export type MessageListener = (message: StoredMessage) => void;
+/** Leases of `group` became deliverable (released or nacked, possibly by another node). */
+export type WakeListener = (topic: string, group: string) => void;
 
 export interface Engine {
   /** `embedded` or `redis`. */
@@ -139,6 +141,8 @@ export interface Engine {
    * published after it will reach the listeners.
    */
   watch(topic: string): Promise<void>;
+  /** Registers a wake listener for watched topics; returns a function that removes it. */
+  onWake(listener: WakeListener): () => void;
   unwatch(topic: string): Promise<void>;
 
   /**

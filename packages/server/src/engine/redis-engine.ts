@@ -8,6 +8,7 @@ import type {
   GroupSettings,
   MessageListener,
   PendingEntry,
+  WakeListener,
   PublishOutcome,
   RetentionPolicy,
   StoredMessage,
@@ -80,6 +81,7 @@ export class RedisEngine implements Engine {
   private readonly retention: (topic: string) => RetentionPolicy;
   private readonly dedupeWindowMs: number;
   private readonly listeners = new Set<MessageListener>();
+  private readonly wakeListeners = new Set<WakeListener>();
   /** Watched topics: the last offset handed to listeners, and a queue that keeps them in order. */
   private readonly watched = new Map<string, { last: number; epoch: string; queue: Promise<void> }>();
   private readonly registered = new Set<string>();
@@ -107,6 +109,11 @@ export class RedisEngine implements Engine {
   onMessage(listener: MessageListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  onWake(listener: WakeListener): () => void {
+    this.wakeListeners.add(listener);
+    return () => this.wakeListeners.delete(listener);
   }
 
   // ---- keys --------------------------------------------------------------------
@@ -239,11 +246,15 @@ export class RedisEngine implements Engine {
   private onLive(topic: string, payload: string): void {
     const state = this.watched.get(topic);
     if (!state) return;
-    let parsed: [number, number, string, string, unknown];
+    let parsed: [number, number, string, string, unknown] | { wake: string };
     try {
-      parsed = JSON.parse(payload) as [number, number, string, string, unknown];
+      parsed = JSON.parse(payload) as typeof parsed;
     } catch {
       this.options.logger?.error({ topic }, 'unreadable live notification');
+      return;
+    }
+    if (!Array.isArray(parsed)) {
+      for (const listener of this.wakeListeners) listener(topic, parsed.wake);
       return;
     }
     const [offset, ts, epoch, key, data] = parsed;
@@ -407,19 +418,19 @@ export class RedisEngine implements Engine {
   async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now()): Promise<number> {
     const k = this.groupKeys(topic, group);
     const dueAt = now + delayMs;
-    await this.link.eval(NACK, [k.log, k.leases], [group, `${offset}-0`, dueAt, topic]);
+    await this.link.eval(NACK, [k.log, k.leases], [group, `${offset}-0`, dueAt, topic, k.live]);
     return dueAt;
   }
 
   async release(topic: string, group: string, consumer: string): Promise<number> {
     const k = this.groupKeys(topic, group);
-    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, consumer, Date.now(), 'exact']));
+    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, consumer, Date.now(), 'exact', k.live]));
   }
 
   /** Hands back every lease held by consumers whose name starts with `prefix` (a dead node's). */
   async releaseByPrefix(topic: string, group: string, prefix: string): Promise<number> {
     const k = this.groupKeys(topic, group);
-    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, prefix, Date.now(), 'prefix']));
+    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, prefix, Date.now(), 'prefix', k.live]));
   }
 
   async deleteGroup(topic: string, group: string): Promise<void> {

@@ -216,7 +216,7 @@ end
 return n
 `);
 
-/** KEYS: log, leases. ARGV: group, id, due at, topic. */
+/** KEYS: log, leases. ARGV: group, id, due at, topic, live channel. */
 export const NACK = luaScript(`
 local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if not ok or #p == 0 then
@@ -224,13 +224,15 @@ if not ok or #p == 0 then
 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], '_released', 0, ARGV[2], 'JUSTID')
 redis.call('HSET', KEYS[2], 'd:' .. ARGV[2], ARGV[3])
+redis.call('SPUBLISH', ARGV[5], '{"wake":' .. cjson.encode(ARGV[1]) .. '}')
 return 1
 `);
 
 /**
  * Hands every lease of the consumers whose name starts with ARGV[2] back to
- * the group, due at once. KEYS: log, leases. ARGV: group, consumer name or
- * prefix, now, 'exact'|'prefix'. Returns how many leases.
+ * the group, due at once, and wakes the group's members on every node.
+ * KEYS: log, leases. ARGV: group, consumer name or prefix, now,
+ * 'exact'|'prefix', live channel. Returns how many leases.
  */
 export const RELEASE = luaScript(`
 local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
@@ -251,6 +253,9 @@ for _, c in ipairs(consumers) do
     released = released + #entries
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
   end
+end
+if released > 0 then
+  redis.call('SPUBLISH', ARGV[5], '{"wake":' .. cjson.encode(ARGV[1]) .. '}')
 end
 return released
 `);

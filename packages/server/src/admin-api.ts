@@ -1,0 +1,440 @@
+import type { IncomingMessage } from 'node:http';
+import {
+  DEFAULTS,
+  MeshError,
+  deadLetterTopicOf,
+  isDeadLetterTopic,
+  isReadableTopicName,
+  isValidGroupName,
+  isValidTopicName,
+  sourceTopicOf,
+} from '@meshmq/shared';
+import type { Broker } from './core/broker.js';
+import type { DeadLetter, Engine, GroupInfo, PendingEntry, RetentionPolicy, StoredMessage, TopicInfo } from './engine/engine.js';
+import type { JsonRoute } from './http-handler.js';
+import type { NodeRecord, NodeStats } from './node-stats.js';
+
+export interface AdminApiOptions {
+  broker: Broker;
+  engine: Engine;
+  stats: NodeStats;
+  retention: (topic: string) => RetentionPolicy;
+  /** This node's public URL; a peer with the same URL is skipped. */
+  selfUrl: string;
+  /** Static peers: base URLs of other nodes (until the cluster membership exists). */
+  peers: string[];
+  /** How long a peer may take to answer `/api/nodes/self`. Default 1000 ms. */
+  peerTimeoutMs?: number;
+}
+
+/** One topic in `GET /api/topics`. */
+export interface TopicSummary {
+  topic: string;
+  epoch: string;
+  count: number;
+  first: number;
+  last: number;
+  /** ts of the newest retained message, null when none is retained. */
+  lastMessageAt: number | null;
+  retention: RetentionPolicy;
+  /** Messages per second published through this node over the last seconds. */
+  publishRate: number;
+  /** Fan-out subscriptions on this node. */
+  subscribers: number;
+  /** Consumer groups of the topic. */
+  groups: number;
+  /** Group members connected to this node. */
+  members: number;
+  /** Messages in the topic's dead-letter topic. */
+  deadLetters: number;
+}
+
+export interface GroupView extends GroupInfo {
+  /** Members connected to this node. */
+  members: number;
+  /** Retained messages the group has not taken yet. */
+  ready: number;
+}
+
+const MESSAGES_DEFAULT_LIMIT = 50;
+const PENDING_DEFAULT_LIMIT = 100;
+const MAX_LIMIT = DEFAULTS.historyMaxLimit;
+const MAX_BODY_BYTES = 64 * 1024;
+const REPLAY_PAGE = 500;
+
+const ok = (body: unknown, status = 200) => ({ status, body });
+
+function intParam(url: URL, name: string, fallback: number | undefined, min: number, max: number): number | undefined {
+  const raw = url.searchParams.get(name);
+  if (raw === null || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new MeshError('bad_request', `'${name}' must be an integer from ${min} to ${max}, got '${raw}'`);
+  }
+  return n;
+}
+
+function topicParam(params: Record<string, string>, allowSystem = false): string {
+  const topic = params.topic ?? '';
+  if (!(allowSystem ? isReadableTopicName(topic) : isValidTopicName(topic))) {
+    throw new MeshError('bad_request', `'${topic}' is not a topic name (1-200 of A-Z a-z 0-9 _ - . :, not starting with - . or :)`);
+  }
+  return topic;
+}
+
+async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new MeshError('payload_too_large', `request body is larger than ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new MeshError('bad_request', 'request body is not JSON');
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new MeshError('bad_request', 'request body must be a JSON object');
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function messageView(message: StoredMessage) {
+  const view: { offset: number; ts: number; key?: string; data: unknown } = { offset: message.offset, ts: message.ts, data: message.data };
+  if (message.key !== undefined) view.key = message.key;
+  return view;
+}
+
+function isDeadLetter(value: unknown): value is DeadLetter {
+  const v = value as Partial<DeadLetter> | null;
+  return v !== null && typeof v === 'object' && typeof v.topic === 'string' && 'data' in v && typeof v.offset === 'number';
+}
+
+/**
+ * The node's JSON admin API under `/api/` (documented in docs/api.md): nodes,
+ * topics, messages, groups, pending entries and dead letters. Read-only except
+ * for dead-letter replay and purge. Register the returned routes with
+ * createHttpHandler.
+ */
+export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute> {
+  const { broker, engine, stats } = options;
+  const peers = new PeerPoller(
+    options.peers.filter((url) => url !== options.selfUrl),
+    options.peerTimeoutMs ?? 1000,
+  );
+
+  const topicMap = async (): Promise<Map<string, TopicInfo>> => new Map((await engine.listTopics()).map((t) => [t.topic, t]));
+
+  const requireTopic = async (topic: string): Promise<{ info: TopicInfo; all: Map<string, TopicInfo> }> => {
+    const all = await topicMap();
+    const info = all.get(topic);
+    if (!info) throw new MeshError('not_found', `topic '${topic}' does not exist`);
+    return { info, all };
+  };
+
+  const summarize = async (info: TopicInfo, all: Map<string, TopicInfo>, rates: Map<string, number>): Promise<TopicSummary> => {
+    const groups = await engine.listGroups(info.topic);
+    let members = 0;
+    for (const g of groups) members += broker.groupMemberCount(info.topic, g.group);
+    let lastMessageAt: number | null = null;
+    if (info.count > 0) {
+      const [newest] = await engine.read(info.topic, info.last, 1);
+      lastMessageAt = newest?.ts ?? null;
+    }
+    return {
+      topic: info.topic,
+      epoch: info.epoch,
+      count: info.count,
+      first: info.first,
+      last: info.last,
+      lastMessageAt,
+      retention: options.retention(info.topic),
+      publishRate: rates.get(info.topic) ?? 0,
+      subscribers: broker.subscriberCount(info.topic),
+      groups: groups.length,
+      members,
+      deadLetters: all.get(deadLetterTopicOf(info.topic))?.count ?? 0,
+    };
+  };
+
+  const groupView = (info: TopicInfo, group: GroupInfo): GroupView => ({
+    ...group,
+    members: broker.groupMemberCount(info.topic, group.group),
+    ready: Math.max(0, info.last - Math.max(group.cursor, info.first) + 1),
+  });
+
+  /** A window of a topic's log, newest first: `before` (exclusive, newest-first paging) or `from` (inclusive). */
+  const page = async (info: TopicInfo, url: URL) => {
+    const limit = intParam(url, 'limit', MESSAGES_DEFAULT_LIMIT, 1, MAX_LIMIT)!;
+    const from = intParam(url, 'from', undefined, 1, Number.MAX_SAFE_INTEGER);
+    let lo: number;
+    let hi: number;
+    if (from !== undefined) {
+      lo = Math.max(from, info.first);
+      hi = Math.min(lo + limit - 1, info.last);
+    } else {
+      const before = intParam(url, 'before', info.last + 1, 1, Number.MAX_SAFE_INTEGER)!;
+      hi = Math.min(before - 1, info.last);
+      lo = Math.max(hi - limit + 1, info.first);
+    }
+    const messages = hi >= lo ? await engine.read(info.topic, lo, hi - lo + 1) : [];
+    messages.reverse();
+    return {
+      topic: info.topic,
+      epoch: info.epoch,
+      first: info.first,
+      last: info.last,
+      count: info.count,
+      messages,
+      /** `before` for the next older page, null at the oldest retained message. */
+      older: hi >= lo && lo > info.first ? lo : null,
+      /** `from` for the next newer page, null at the newest message. */
+      newer: hi >= lo && hi < info.last ? hi + 1 : null,
+    };
+  };
+
+  const replayOne = async (dlqTopic: string, epoch: string, message: StoredMessage, expectedTopic: string) => {
+    const letter = message.data;
+    if (!isDeadLetter(letter) || !isValidTopicName(letter.topic)) {
+      throw new MeshError('bad_request', `message ${message.offset} of '${dlqTopic}' is not a dead-letter envelope`);
+    }
+    if (letter.topic !== expectedTopic) {
+      throw new MeshError('bad_request', `message ${message.offset} of '${dlqTopic}' belongs to topic '${letter.topic}'`);
+    }
+    const outcome = await engine.publish(letter.topic, letter.data, { key: `dlq-replay:${epoch}:${message.offset}` });
+    if (!outcome.duplicate) broker.countIn(letter.topic);
+    return { dlqOffset: message.offset, topic: letter.topic, ...outcome };
+  };
+
+  return {
+    'GET /api/nodes': async () => {
+      const self = { ...stats.record(), self: true };
+      const others = await peers.poll();
+      return ok({ mode: options.peers.length > 0 ? 'static-peers' : 'single', nodes: [self, ...others] });
+    },
+
+    'GET /api/nodes/self': () => ok(stats.record()),
+
+    'GET /api/topics': async () => {
+      const all = await topicMap();
+      const rates = stats.topicRates();
+      const topics: TopicSummary[] = [];
+      for (const info of all.values()) {
+        if (!isValidTopicName(info.topic)) continue;
+        topics.push(await summarize(info, all, rates));
+      }
+      return ok({ topics });
+    },
+
+    'GET /api/topics/:topic': async (_req, params) => {
+      const topic = topicParam(params, true);
+      const { info, all } = await requireTopic(topic);
+      const summary = await summarize(info, all, stats.topicRates());
+      const groups = (await engine.listGroups(topic)).map((g) => groupView(info, g));
+      return ok({ topic: summary, groups });
+    },
+
+    'GET /api/topics/:topic/messages': async (_req, params, url) => {
+      const { info } = await requireTopic(topicParam(params, true));
+      const result = await page(info, url);
+      return ok({ ...result, messages: result.messages.map(messageView) });
+    },
+
+    'GET /api/topics/:topic/groups/:group/pending': async (_req, params, url) => {
+      const topic = topicParam(params);
+      const group = params.group ?? '';
+      if (!isValidGroupName(group)) throw new MeshError('bad_request', `'${group}' is not a group name`);
+      const { info } = await requireTopic(topic);
+      const state = await engine.groupInfo(topic, group);
+      if (!state) throw new MeshError('not_found', `group '${group}' of topic '${topic}' does not exist`);
+      const limit = intParam(url, 'limit', PENDING_DEFAULT_LIMIT, 1, MAX_LIMIT)!;
+      const now = Date.now();
+      const entries = await engine.pending(topic, group, limit);
+      const withMessages = await Promise.all(
+        entries.map(async (entry: PendingEntry) => {
+          const [message] = await engine.read(topic, entry.offset, 1);
+          return {
+            ...entry,
+            state: entry.deadline > now ? (entry.consumer === null ? 'delayed' : 'leased') : 'due',
+            ageMs: now - entry.firstDeliveredAt,
+            message: message && message.offset === entry.offset ? messageView(message) : null,
+          };
+        }),
+      );
+      return ok({ group: groupView(info, state), entries: withMessages });
+    },
+
+    'GET /api/dead-letters': async () => {
+      const all = await topicMap();
+      const deadLetters = [];
+      for (const info of all.values()) {
+        if (!isDeadLetterTopic(info.topic)) continue;
+        let lastDeadLetteredAt: number | null = null;
+        if (info.count > 0) lastDeadLetteredAt = (await engine.read(info.topic, info.last, 1))[0]?.ts ?? null;
+        deadLetters.push({ topic: sourceTopicOf(info.topic)!, dlqTopic: info.topic, count: info.count, first: info.first, last: info.last, lastDeadLetteredAt });
+      }
+      return ok({ deadLetters });
+    },
+
+    'GET /api/topics/:topic/dead-letters': async (_req, params, url) => {
+      const topic = topicParam(params);
+      const all = await topicMap();
+      const dlqTopic = deadLetterTopicOf(topic);
+      const info = all.get(dlqTopic);
+      if (!info) {
+        if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
+        return ok({ topic, dlqTopic, epoch: null, first: 1, last: 0, count: 0, messages: [], older: null, newer: null });
+      }
+      const result = await page(info, url);
+      return ok({
+        ...result,
+        topic,
+        dlqTopic,
+        messages: result.messages.map((m) => ({ offset: m.offset, ts: m.ts, letter: m.data })),
+      });
+    },
+
+    'POST /api/topics/:topic/dead-letters/:offset/replay': async (_req, params) => {
+      const topic = topicParam(params);
+      const offset = Number(params.offset);
+      if (!Number.isSafeInteger(offset) || offset < 1) throw new MeshError('bad_request', `'${params.offset}' is not an offset`);
+      const dlqTopic = deadLetterTopicOf(topic);
+      const { info } = await requireTopic(dlqTopic).catch(() => {
+        throw new MeshError('not_found', `topic '${topic}' has no dead letters`);
+      });
+      const [message] = await engine.read(dlqTopic, offset, 1);
+      if (!message || message.offset !== offset) {
+        throw new MeshError('not_found', `offset ${offset} is not in '${dlqTopic}' (retained: ${info.first}-${info.last})`);
+      }
+      return ok({ replayed: await replayOne(dlqTopic, info.epoch, message, topic) });
+    },
+
+    'POST /api/topics/:topic/dead-letters/replay': async (req, params) => {
+      const topic = topicParam(params);
+      const body = await readJsonBody(req);
+      for (const key of Object.keys(body)) {
+        if (key !== 'purge') throw new MeshError('bad_request', `unknown field '${key}'`);
+      }
+      if (body.purge !== undefined && typeof body.purge !== 'boolean') throw new MeshError('bad_request', "'purge' must be a boolean");
+      const dlqTopic = deadLetterTopicOf(topic);
+      const all = await topicMap();
+      const info = all.get(dlqTopic);
+      if (!info) {
+        if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
+        return ok({ replayed: 0, duplicates: 0, failed: [], purged: 0 });
+      }
+      let replayed = 0;
+      let duplicates = 0;
+      const failed: Array<{ dlqOffset: number; error: { code: string; message: string } }> = [];
+      // Everything dead-lettered up to now; later arrivals stay for the next replay.
+      const end = info.last;
+      for (let from = info.first; from <= end; ) {
+        const batch = (await engine.read(dlqTopic, from, Math.min(REPLAY_PAGE, end - from + 1))).filter((m) => m.offset <= end);
+        if (batch.length === 0) break;
+        for (const message of batch) {
+          try {
+            const result = await replayOne(dlqTopic, info.epoch, message, topic);
+            if (result.duplicate) duplicates++;
+            else replayed++;
+          } catch (err) {
+            const error = MeshError.from(err);
+            failed.push({ dlqOffset: message.offset, error: { code: error.code, message: error.message } });
+          }
+        }
+        from = batch.at(-1)!.offset + 1;
+      }
+      let purged = 0;
+      if (body.purge === true && failed.length === 0) purged = await engine.truncate(dlqTopic, end + 1);
+      return ok({ replayed, duplicates, failed, purged });
+    },
+
+    'DELETE /api/topics/:topic/dead-letters': async (_req, params) => {
+      const topic = topicParam(params);
+      const dlqTopic = deadLetterTopicOf(topic);
+      const all = await topicMap();
+      const info = all.get(dlqTopic);
+      if (!info) {
+        if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
+        return ok({ purged: 0 });
+      }
+      return ok({ purged: await engine.truncate(dlqTopic, info.last + 1), first: info.last + 1 });
+    },
+  };
+}
+
+/** A down record for a peer that did not answer, with what was last known of it. */
+function downRecord(url: string, last: NodeRecord | undefined, error: string): NodeRecord {
+  return {
+    id: last?.id ?? url,
+    url: last?.url ?? url,
+    status: 'down',
+    version: last?.version ?? '',
+    startedAt: last?.startedAt ?? 0,
+    uptimeMs: 0,
+    connections: 0,
+    subscriptions: 0,
+    messagesInPerSec: 0,
+    messagesOutPerSec: 0,
+    eventLoopLagMs: 0,
+    memory: { rss: 0, heapUsed: 0 },
+    redis: last?.redis ?? null,
+    lastSeen: last?.lastSeen ?? null,
+    rates: { intervalMs: last?.rates.intervalMs ?? 1000, endAt: Date.now(), in: [], out: [] },
+    error,
+  };
+}
+
+function isNodeRecord(value: unknown): value is NodeRecord {
+  const v = value as Partial<NodeRecord> | null;
+  return v !== null && typeof v === 'object' && typeof v.id === 'string' && typeof v.status === 'string' && typeof v.rates === 'object';
+}
+
+/**
+ * Static-peers mode: asks each configured peer for `/api/nodes/self` with a
+ * short timeout; a peer that does not answer is reported down with the time
+ * it was last seen. Concurrent polls share one round of requests. The Redis
+ * cluster membership replaces this.
+ */
+class PeerPoller {
+  private readonly known = new Map<string, NodeRecord>();
+  private inflight: Promise<NodeRecord[]> | undefined;
+
+  constructor(
+    private readonly urls: string[],
+    private readonly timeoutMs: number,
+  ) {}
+
+  poll(): Promise<NodeRecord[]> {
+    if (this.urls.length === 0) return Promise.resolve([]);
+    this.inflight ??= Promise.all(this.urls.map((url) => this.pollOne(url))).finally(() => {
+      this.inflight = undefined;
+    });
+    return this.inflight;
+  }
+
+  private async pollOne(url: string): Promise<NodeRecord> {
+    try {
+      const res = await fetch(`${url}/api/nodes/self`, { signal: AbortSignal.timeout(this.timeoutMs) });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const record: unknown = await res.json();
+      if (!isNodeRecord(record)) throw new Error('not a node record');
+      const seen: NodeRecord = { ...record, lastSeen: Date.now() };
+      this.known.set(url, seen);
+      return seen;
+    } catch (err) {
+      const cause = (err as { cause?: { code?: unknown } }).cause?.code;
+      const reason =
+        err instanceof Error && err.name === 'TimeoutError'
+          ? `no answer within ${this.timeoutMs} ms`
+          : typeof cause === 'string'
+            ? cause
+            : (err as Error).message;
+      return downRecord(url, this.known.get(url), `unreachable: ${reason}`);
+    }
+  }
+}

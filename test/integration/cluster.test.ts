@@ -1,0 +1,170 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NodeProcess } from '../helpers/node-process.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { RedisProcess } from '../helpers/redis-process.js';
+import { eventually, range, sleep, uniqueTopic } from '../helpers/util.js';
+
+/** Three broker nodes sharing one real redis-server. */
+describe('a cluster of three nodes over Redis', () => {
+  let redis: RedisProcess;
+  const nodes: NodeProcess[] = [];
+  const clients: RawClient[] = [];
+  const connect = async (node: NodeProcess) => {
+    const client = await RawClient.connect(node.wsUrl);
+    clients.push(client);
+    return client;
+  };
+
+  const startNode = (id: string) =>
+    NodeProcess.start({ env: { REDIS_URL: redis.url, NODE_ID: id, HEARTBEAT: '300ms', NODE_DOWN_AFTER: '1500ms' } });
+
+  beforeAll(async () => {
+    redis = await RedisProcess.start();
+    nodes.push(...(await Promise.all(['a', 'b', 'c'].map(startNode))));
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(nodes.map((n) => n.dispose()));
+    await redis?.dispose();
+  });
+
+  it('lists every live node in hello', async () => {
+    const client = await connect(nodes[0]!);
+    await eventually(async () => {
+      const hello = await client.ok({ op: 'hello' });
+      return (hello.nodes as string[]).length === 3 && hello;
+    });
+    const hello = await client.ok({ op: 'hello' });
+    expect([...(hello.nodes as string[])].sort()).toEqual(nodes.map((n) => n.url).sort());
+  });
+
+  it('delivers a publish on one node to subscribers on the others, in offset order', async () => {
+    const topic = uniqueTopic();
+    const [onB, onC] = [await connect(nodes[1]!), await connect(nodes[2]!)];
+    await onB.ok({ op: 'subscribe', topic });
+    await onC.ok({ op: 'subscribe', topic });
+    const pub = await connect(nodes[0]!);
+    for (const n of range(1, 25)) expect(await pub.ok({ op: 'publish', topic, data: n })).toMatchObject({ offset: n });
+    for (const sub of [onB, onC]) {
+      const got = await sub.waitForMessages(25, topic);
+      expect(got.map((m) => m.offset)).toEqual(range(1, 25));
+      expect(got.map((m) => m.data)).toEqual(range(1, 25));
+    }
+  });
+
+  it('keeps one gap-free order under concurrent publishers on every node', async () => {
+    const topic = uniqueTopic();
+    const subs = await Promise.all(nodes.map(connect));
+    for (const sub of subs) await sub.ok({ op: 'subscribe', topic });
+    const pubs = await Promise.all(nodes.map(connect));
+    const replies = (
+      await Promise.all(pubs.map((pub, p) => Promise.all(range(1, 100).map((n) => pub.ok({ op: 'publish', topic, data: { p, n } })))))
+    ).flat();
+    expect(replies.map((r) => r.offset as number).sort((a, b) => a - b)).toEqual(range(1, 300));
+    const history = [];
+    for (let from = 1; from <= 300; from += 100) {
+      history.push(...((await pubs[0]!.ok({ op: 'history', topic, from, limit: 100 })).messages as Array<{ offset: number; data: unknown }>));
+    }
+    for (const sub of subs) {
+      const got = await sub.waitForMessages(300, topic);
+      expect(got.map((m) => m.offset)).toEqual(range(1, 300));
+      expect(got.map((m) => m.data)).toEqual(history.map((m) => m.data));
+    }
+  });
+
+  it('spreads a group over members on different nodes, each message to one member', async () => {
+    const topic = uniqueTopic();
+    const members = await Promise.all(nodes.map(connect));
+    for (const member of members) await member.ok({ op: 'subscribe', topic, group: 'workers', prefetch: 5 });
+    const pub = await connect(nodes[0]!);
+    for (const n of range(1, 60)) await pub.ok({ op: 'publish', topic, data: n });
+    const owner = new Map<number, number>();
+    const handled = members.map(() => 0);
+    await eventually(async () => {
+      for (const [i, member] of members.entries()) {
+        for (const m of member.messages(topic, 'workers').slice(handled[i])) {
+          handled[i]!++;
+          const offset = m.offset as number;
+          expect(owner.has(offset), `offset ${offset} went to two members`).toBe(false);
+          owner.set(offset, i);
+          await member.ok({ op: 'ack', topic, group: 'workers', offset });
+        }
+      }
+      return owner.size === 60;
+    }, 20_000);
+    expect([...owner.keys()].sort((a, b) => a - b)).toEqual(range(1, 60));
+    expect(new Set(owner.values()).size).toBeGreaterThan(1);
+  });
+
+  it('answers /readyz with what an acknowledged publish survives', async () => {
+    const res = await fetch(`${nodes[0]!.url}/readyz`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { ready: boolean; redis: { state: string; durability: { summary: string; survives: Record<string, boolean> } } };
+    expect(body.ready).toBe(true);
+    expect(body.redis.state).toBe('up');
+    expect(body.redis.durability.survives).toMatchObject({ processKill: true, hostCrash: true });
+    expect(body.redis.durability.summary).toContain('appendfsync always');
+  });
+
+  it('hands a dead node’s leases to a surviving member without waiting for ackWait', async () => {
+    const topic = uniqueTopic();
+    const doomed = await NodeProcess.start({ env: { REDIS_URL: redis.url, NODE_ID: 'doomed', HEARTBEAT: '300ms', NODE_DOWN_AFTER: '1500ms' } });
+    try {
+      const holder = await RawClient.connect(doomed.wsUrl);
+      await holder.ok({ op: 'subscribe', topic, group: 'g', ackWait: 120_000 });
+      const pub = await connect(nodes[0]!);
+      await pub.ok({ op: 'publish', topic, data: 'job' });
+      await holder.waitForMessages(1, topic);
+      const survivor = await connect(nodes[1]!);
+      await survivor.ok({ op: 'subscribe', topic, group: 'g' });
+      await sleep(300);
+      expect(survivor.messages(topic)).toHaveLength(0);
+      await doomed.kill();
+      const [redelivered] = await survivor.waitForMessages(1, topic, 'g', 15_000);
+      expect(redelivered).toMatchObject({ offset: 1, delivery: 2, data: 'job' });
+    } finally {
+      await doomed.dispose();
+    }
+  });
+
+  it('fails publishes fast while Redis is down, keeps subscribers, and resumes them after', async () => {
+    const topic = uniqueTopic();
+    const sub = await connect(nodes[1]!);
+    await sub.ok({ op: 'subscribe', topic });
+    const pub = await connect(nodes[0]!);
+    await pub.ok({ op: 'publish', topic, data: 'before' });
+    await redis.kill();
+    const failed = await pub.request({ op: 'publish', topic, data: 'during' });
+    expect(failed).toMatchObject({ op: 'error', code: 'unavailable' });
+    const ready = await fetch(`${nodes[0]!.url}/readyz`);
+    expect(ready.status).toBe(503);
+    await redis.start();
+    const after = await eventually(async () => {
+      const reply = await pub.request({ op: 'publish', topic, data: 'after' });
+      return reply.op === 'ok' && reply;
+    }, 15_000);
+    expect(after.offset).toBe(2);
+    const got = await sub.waitForMessages(2, topic, undefined, 15_000);
+    expect(got.map((m) => m.data)).toEqual(['before', 'after']);
+    expect(sub.open).toBe(true);
+    await eventually(async () => (await fetch(`${nodes[0]!.url}/readyz`)).status === 200, 10_000);
+  });
+
+  it('drains on SIGTERM: tells clients where to go, then exits', async () => {
+    const leaving = await NodeProcess.start({ env: { REDIS_URL: redis.url, NODE_ID: 'leaving', HEARTBEAT: '300ms' } });
+    try {
+      const client = await RawClient.connect(leaving.wsUrl);
+      await eventually(async () => ((await client.ok({ op: 'hello' })).nodes as string[]).length >= 4);
+      const closed = new Promise<number>((resolve) => client.ws.once('close', (code) => resolve(code)));
+      await leaving.stop();
+      const move = client.frames.find((f) => f.op === 'move');
+      expect(move).toBeDefined();
+      expect(move!.nodes as string[]).not.toContain(leaving.url);
+      expect((move!.nodes as string[]).length).toBeGreaterThanOrEqual(3);
+      expect(await closed).toBe(1012);
+    } finally {
+      await leaving.dispose();
+    }
+  });
+});
