@@ -79,6 +79,15 @@ export class RedisProcess {
     });
   }
 
+  /** SIGSTOP: the process stays alive but answers nothing (a stalled or partitioned server). */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.child?.kill('SIGCONT');
+  }
+
   async kill(): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;

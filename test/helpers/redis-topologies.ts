@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, tempDir } from './node-process.js';
 import { RedisProcess } from './redis-process.js';
+import { createServer, connect as connectTcp, type Server, type Socket } from 'node:net';
 import { eventually } from './util.js';
 
 const run = promisify(execFile);
@@ -15,22 +16,84 @@ export async function redisCli(port: number, ...args: string[]): Promise<string>
 }
 
 /**
- * A primary, one replica and three Sentinels (redis-server --sentinel), all
- * real processes on loopback ports.
+ * A TCP proxy in front of the primary through which everyone reaches it. It
+ * recognises replication connections (the replica sends PSYNC) and, once
+ * cut, drops what the primary sends on them: the replicas silently fall
+ * behind while ordinary clients are unaffected.
+ */
+class PrimaryProxy {
+  cut = false;
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static start(target: number): Promise<PrimaryProxy> {
+    return new Promise((resolve, reject) => {
+      let proxy: PrimaryProxy;
+      const server = createServer((client) => {
+        const upstream = connectTcp(target, '127.0.0.1');
+        let replication = false;
+        for (const socket of [client, upstream]) {
+          proxy.sockets.add(socket);
+          socket.on('close', () => proxy.sockets.delete(socket));
+          socket.on('error', () => {
+            client.destroy();
+            upstream.destroy();
+          });
+        }
+        client.on('data', (chunk) => {
+          if (chunk.includes('PSYNC')) replication = true;
+          upstream.write(chunk);
+        });
+        upstream.on('data', (chunk) => {
+          if (!(replication && proxy.cut)) client.write(chunk);
+        });
+        client.on('close', () => upstream.destroy());
+        upstream.on('close', () => client.destroy());
+      });
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const address = server.address();
+        if (typeof address !== 'object' || !address) return reject(new Error('no port'));
+        proxy = new PrimaryProxy(server, address.port);
+        resolve(proxy);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/**
+ * A primary, two replicas and three Sentinels (redis-server --sentinel), all
+ * real processes on loopback ports. Two replicas, so that after a failover
+ * the new primary still has one. The replicas reach the primary through a
+ * TCP proxy, so a test can make them lag (a slow or broken link).
  */
 export class SentinelSetup {
   readonly sentinels: Array<{ port: number; child: ChildProcess; dir: string }> = [];
 
   private constructor(
     public primary: RedisProcess,
-    public replica: RedisProcess,
+    public replicas: RedisProcess[],
+    private readonly link: PrimaryProxy,
   ) {}
 
   static async start(master = 'mymaster'): Promise<SentinelSetup> {
-    const primary = await RedisProcess.start();
-    const replica = await RedisProcess.start({ args: ['--replicaof', '127.0.0.1', String(primary.port)] });
-    await eventually(async () => (await redisCli(primary.port, 'INFO', 'replication')).includes('connected_slaves:1'), 10_000, 'replica link');
-    const setup = new SentinelSetup(primary, replica);
+    const primary = await RedisProcess.start({ args: ['--repl-diskless-sync-delay', '0'] });
+    const link = await PrimaryProxy.start(primary.port);
+    const replicas = [];
+    for (let i = 0; i < 2; i++) replicas.push(await RedisProcess.start({ args: ['--replicaof', '127.0.0.1', String(link.port)] }));
+    for (const replica of replicas) {
+      await eventually(async () => (await redisCli(replica.port, 'INFO', 'replication')).includes('master_link_status:up'), 15_000, 'replica in sync');
+    }
+    const setup = new SentinelSetup(primary, replicas, link);
     for (let i = 0; i < 3; i++) {
       const port = await freePort();
       const dir = tempDir('meshmq-sentinel-');
@@ -41,7 +104,7 @@ export class SentinelSetup {
           `port ${port}`,
           'bind 127.0.0.1',
           `dir ${dir}`,
-          `sentinel monitor ${master} 127.0.0.1 ${primary.port} 2`,
+          `sentinel monitor ${master} 127.0.0.1 ${link.port} 2`,
           `sentinel down-after-milliseconds ${master} 1000`,
           `sentinel failover-timeout ${master} 5000`,
           `sentinel parallel-syncs ${master} 1`,
@@ -52,13 +115,23 @@ export class SentinelSetup {
       setup.sentinels.push({ port, child, dir });
     }
     for (const s of setup.sentinels) {
-      await eventually(async () => (await redisCli(s.port, 'SENTINEL', 'get-master-addr-by-name', master)).includes(String(primary.port)), 10_000, 'sentinel');
+      await eventually(async () => (await redisCli(s.port, 'SENTINEL', 'get-master-addr-by-name', master)).includes(String(link.port)), 10_000, 'sentinel');
     }
     return setup;
   }
 
   url(master = 'mymaster'): string {
     return `redis+sentinel://${this.sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/${master}`;
+  }
+
+  /** From now on the replicas receive nothing more from the primary. */
+  cutReplicationLink(): void {
+    this.link.cut = true;
+  }
+
+  /** Port the Sentinels announce for the original primary (its proxy). */
+  get originalPrimaryPort(): number {
+    return this.link.port;
   }
 
   /** Port of the current primary as the Sentinels see it. */
@@ -72,7 +145,8 @@ export class SentinelSetup {
       s.child.kill('SIGKILL');
       rmSync(s.dir, { recursive: true, force: true });
     }
-    await Promise.all([this.primary.dispose(), this.replica.dispose()]);
+    await this.link.close();
+    await Promise.all([this.primary, ...this.replicas].map((r) => r.dispose()));
   }
 }
 
@@ -92,7 +166,9 @@ export class ClusterSetup {
       );
     }
     await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes']);
-    await eventually(async () => (await redisCli(nodes[0]!.port, 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 15_000, 'cluster state ok');
+    for (const node of nodes) {
+      await eventually(async () => (await redisCli(node.port, 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 15_000, 'cluster state ok');
+    }
     return new ClusterSetup(nodes);
   }
 
