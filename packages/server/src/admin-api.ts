@@ -21,8 +21,13 @@ export interface AdminApiOptions {
   retention: (topic: string) => RetentionPolicy;
   /** This node's public URL; a peer with the same URL is skipped. */
   selfUrl: string;
-  /** Static peers: base URLs of other nodes (until the cluster membership exists). */
+  /** Static peers: base URLs of other nodes, for nodes without a cluster membership. */
   peers: string[];
+  /**
+   * The cluster membership's view, this node first (a node over Redis). When
+   * given, it lists the nodes instead of the static peers.
+   */
+  cluster?: (() => NodeRecord[]) | undefined;
   /** How long a peer may take to answer `/api/nodes/self`. Default 1000 ms. */
   peerTimeoutMs?: number;
 }
@@ -213,6 +218,10 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
 
   return {
     'GET /api/nodes': async () => {
+      if (options.cluster) {
+        const [self, ...others] = options.cluster();
+        return ok({ mode: 'cluster', nodes: [{ ...(self ?? stats.record()), self: true }, ...others] });
+      }
       const self = { ...stats.record(), self: true };
       const others = await peers.poll();
       return ok({ mode: options.peers.length > 0 ? 'static-peers' : 'single', nodes: [self, ...others] });

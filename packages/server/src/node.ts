@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -14,9 +15,19 @@ import { adminRoutes } from './admin-api.js';
 import { createHttpHandler } from './http-handler.js';
 import { createLogger } from './logger.js';
 import { NodeStats, type NodeRecord } from './node-stats.js';
+import { createShardedAdapter } from '@socket.io/redis-adapter';
 import { SocketIoTransport } from './transport/socketio-transport.js';
 import { WsTransport } from './transport/ws-transport.js';
 import { VERSION } from './version.js';
+
+/** One node's answer to the cluster-wide stats request. */
+export interface LocalStats {
+  node: string;
+  connections: number;
+  subscriptions: number;
+  /** Fan-out subscribers per topic on that node. */
+  topics: Record<string, number>;
+}
 
 /** Room for the request envelope around the largest message. */
 const FRAME_OVERHEAD_BYTES = 64 * 1024;
@@ -44,6 +55,8 @@ export class BrokerNode {
   private readonly startedAt = Date.now();
   private stopping: Promise<void> | undefined;
   private draining = false;
+  /** Cluster stats requests of this node waiting for answers, by request id. */
+  private readonly statsRequests = new Map<string, (stats: LocalStats) => void>();
 
   constructor(readonly config: NodeConfig) {
     this.logger = createLogger(config.logLevel, config.nodeId);
@@ -96,6 +109,7 @@ export class BrokerNode {
         {
           '/healthz': () => ({ status: 200, body: this.health() }),
           '/readyz': () => this.readiness(),
+          'GET /api/cluster/stats': async () => ({ status: 200, body: await this.clusterStats() }),
           ...adminRoutes({
             broker: this.broker,
             engine: this.engine,
@@ -103,6 +117,7 @@ export class BrokerNode {
             retention: retentionResolver(config),
             selfUrl: config.publicUrl,
             peers: config.peers,
+            cluster: this.membership && (() => this.membership!.nodes()),
           }),
         },
         consoleDir,
@@ -118,6 +133,52 @@ export class BrokerNode {
       engine: this.engine.kind,
       uptimeMs: Date.now() - this.startedAt,
       ...this.broker.stats(),
+    };
+  }
+
+  localStats(): LocalStats {
+    const { connections, subscriptions } = this.broker.stats();
+    return { node: this.config.nodeId, connections, subscriptions, topics: this.broker.subscribersPerTopic() };
+  }
+
+  /**
+   * Connections and subscribers per topic on every live node, asked through
+   * the Socket.IO adapter. A node that does not answer within `timeoutMs`
+   * (dead, or stuck) is left out and named in `missing`; the call never
+   * waits longer than that.
+   */
+  async clusterStats(timeoutMs = 1500): Promise<{ nodes: LocalStats[]; missing: string[]; totals: { connections: number; subscriptions: number; topics: Record<string, number> } }> {
+    const own = this.localStats();
+    const expected = (this.membership?.nodes() ?? []).filter((n) => n.status !== 'down' && n.id !== own.node).map((n) => n.id);
+    const others = new Map<string, LocalStats>();
+    if (this.socketIo && expected.length > 0) {
+      const id = randomUUID();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, timeoutMs);
+        function done() {
+          clearTimeout(timer);
+          pending.delete(id);
+          resolve();
+        }
+        const pending = this.statsRequests;
+        pending.set(id, (stats) => {
+          others.set(stats.node, stats);
+          if (expected.every((node) => others.has(node))) done();
+        });
+        this.socketIo!.io.serverSideEmit('meshmq:stats', id);
+      });
+    }
+    const nodes = [own, ...others.values()];
+    const topics: Record<string, number> = {};
+    for (const n of nodes) for (const [t, c] of Object.entries(n.topics)) topics[t] = (topics[t] ?? 0) + c;
+    return {
+      nodes,
+      missing: expected.filter((node) => !others.has(node)),
+      totals: {
+        connections: nodes.reduce((a, n) => a + n.connections, 0),
+        subscriptions: nodes.reduce((a, n) => a + n.subscriptions, 0),
+        topics,
+      },
     };
   }
 
@@ -144,7 +205,16 @@ export class BrokerNode {
     this.stats.start();
     const maxFrameBytes = this.config.maxMessageBytes * 2 + FRAME_OVERHEAD_BYTES;
     this.ws = new WsTransport(this.broker, this.server, { maxFrameBytes });
-    this.socketIo = new SocketIoTransport(this.broker, this.server, { maxFrameBytes });
+    const redis = this.engine instanceof RedisEngine ? this.engine : undefined;
+    let adapter;
+    if (redis) {
+      const { pub, sub } = redis.link.adapterClients();
+      adapter = createShardedAdapter(pub, sub, { channelPrefix: `${this.config.redisPrefix}sio`, subscriptionMode: 'static' });
+    }
+    this.socketIo = new SocketIoTransport(this.broker, this.server, { maxFrameBytes, ...(adapter ? { adapter } : {}) });
+    // Server-to-server request of the cluster-wide stats over the adapter: every node answers with its own.
+    this.socketIo.io.on('meshmq:stats', (id: string) => this.socketIo?.io.serverSideEmit('meshmq:stats-reply', id, this.localStats()));
+    this.socketIo.io.on('meshmq:stats-reply', (id: string, stats: LocalStats) => this.statsRequests.get(id)?.(stats));
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.config.port, this.config.host, () => {

@@ -1,5 +1,7 @@
-// The console is built in its own issue; until then the page says where things are.
-const app = document.querySelector<HTMLDivElement>('#app');
-if (app) {
-  app.innerHTML = '<h1>MeshMQ</h1><p>The console is coming. Clients connect at <code>/ws</code> or with Socket.IO.</p>';
-}
+import { mount } from 'svelte';
+import App from './App.svelte';
+import './app.css';
+
+const target = document.getElementById('app');
+if (!target) throw new Error('#app is missing from index.html');
+export default mount(App, { target });

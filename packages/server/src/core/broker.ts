@@ -119,6 +119,11 @@ export class Broker {
     return this.published;
   }
 
+  /** Fan-out subscriptions per topic on this node. */
+  subscribersPerTopic(): Record<string, number> {
+    return Object.fromEntries([...this.fanout].map(([topic, subs]) => [topic, subs.size]));
+  }
+
   /** Fan-out subscriptions to `topic` on this node. */
   subscriberCount(topic: string): number {
     return this.fanout.get(topic)?.size ?? 0;

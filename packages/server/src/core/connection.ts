@@ -9,4 +9,7 @@ export interface Connection {
   /** Bytes queued and not yet written to the socket. */
   bufferedAmount(): number;
   close(code: number, reason: string): void;
+  /** Told when the connection starts and stops a fan-out subscription (Socket.IO puts it in a room). */
+  joinTopic?(topic: string): void;
+  leaveTopic?(topic: string): void;
 }

@@ -207,6 +207,7 @@ export class Session {
     );
     this.fanout.set(topic, subscription);
     this.broker.addFanout(subscription);
+    this.connection.joinTopic?.(topic);
     return { result, afterReply: () => subscription.start(info.last) };
   }
 
@@ -258,6 +259,7 @@ export class Session {
       if (!sub) throw new MeshError('not_found', `not subscribed to topic '${request.topic}'`);
       this.fanout.delete(request.topic);
       this.broker.removeFanout(sub);
+      this.connection.leaveTopic?.(request.topic);
       this.broker.unwatchTopic(request.topic);
       return;
     }

@@ -33,7 +33,7 @@ interface Backend {
   connect(): Promise<void>;
   close(): Promise<void>;
   send(args: string[], routeKey: string | undefined, timeout: number): Promise<unknown>;
-  sSubscribe(channel: string, listener: Listener): Promise<unknown>;
+  sSubscribe(channel: string, listener: Listener, buffers?: boolean): Promise<unknown>;
   sUnsubscribe(channel: string): Promise<unknown>;
   /** Calls `changed` on every client event that may change readiness. */
   watch(changed: (err?: Error) => void): void;
@@ -44,7 +44,7 @@ interface AnyClient {
   on(event: string, listener: (...args: never[]) => void): unknown;
   connect(): Promise<unknown>;
   close(): Promise<unknown>;
-  sSubscribe(channel: string, listener: Listener): Promise<unknown>;
+  sSubscribe(channel: string, listener: Listener, buffers?: boolean): Promise<unknown>;
   sUnsubscribe(channel: string): Promise<unknown>;
 }
 
@@ -91,7 +91,7 @@ function createBackend(url: string, clientOptions: Record<string, unknown>): Bac
         await Promise.allSettled([commands.close(), subscriber.close()]);
       },
       send: (args, _key, timeout) => commands.sendCommand(args, { timeout }),
-      sSubscribe: (channel, listener) => subscriber.sSubscribe(channel, listener),
+      sSubscribe: (channel, listener, buffers) => subscriber.sSubscribe(channel, listener, buffers),
       sUnsubscribe: (channel) => subscriber.sUnsubscribe(channel),
       watch: (changed) => {
         watchClient(commands, changed);
@@ -119,7 +119,7 @@ function createBackend(url: string, clientOptions: Record<string, unknown>): Bac
         await sentinel.close();
       },
       send: (args, _key, timeout) => sentinel.sendCommand(false, args, { timeout }),
-      sSubscribe: (channel, listener) => sentinel.sSubscribe(channel, listener),
+      sSubscribe: (channel, listener, buffers) => sentinel.sSubscribe(channel, listener, buffers),
       sUnsubscribe: (channel) => sentinel.sUnsubscribe(channel),
       watch: (changed) => watchClient(sentinel, changed),
     };
@@ -139,7 +139,7 @@ function createBackend(url: string, clientOptions: Record<string, unknown>): Bac
       await cluster.close();
     },
     send: (args, key, timeout) => cluster.sendCommand(key, false, args, { timeout }),
-    sSubscribe: (channel, listener) => cluster.sSubscribe(channel, listener),
+    sSubscribe: (channel, listener, buffers) => cluster.sSubscribe(channel, listener, buffers),
     sUnsubscribe: (channel) => cluster.sUnsubscribe(channel),
     watch: (changed) => watchClient(cluster, changed),
   };
@@ -247,6 +247,27 @@ export class RedisLink extends EventEmitter {
     } catch (err) {
       throw this.translate(err);
     }
+  }
+
+  /**
+   * Publisher and subscriber objects for @socket.io/redis-adapter's sharded
+   * adapter, over this link's connections and its fail-fast commands.
+   */
+  adapterClients(): { pub: object; sub: object } {
+    const pub = {
+      sSubscribe: () => Promise.resolve(),
+      sUnsubscribe: () => Promise.resolve(),
+      sPublish: (channel: string, payload: string | Buffer) =>
+        this.backend.send(['SPUBLISH', channel, payload as string], channel, this.timeoutMs),
+      sendCommand: (args: string[]) => this.backend.send(args, args[2], this.timeoutMs),
+    };
+    const sub = {
+      sSubscribe: (channel: string, listener: Listener, buffers?: boolean) => this.backend.sSubscribe(channel, listener, buffers),
+      sUnsubscribe: (channel: string) => this.backend.sUnsubscribe(channel),
+      sPublish: pub.sPublish,
+      sendCommand: pub.sendCommand,
+    };
+    return { pub, sub };
   }
 
   private updateState(): void {

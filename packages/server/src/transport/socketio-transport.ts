@@ -1,5 +1,5 @@
 import type { Server as HttpServer } from 'node:http';
-import { Server, type Socket } from 'socket.io';
+import { Server, type ServerOptions, type Socket } from 'socket.io';
 import { MeshError, type ServerFrame } from '@meshmq/shared';
 import type { Broker } from '../core/broker.js';
 import type { Connection } from '../core/connection.js';
@@ -7,7 +7,16 @@ import type { Connection } from '../core/connection.js';
 export interface SocketIoTransportOptions {
   /** Largest packet accepted; larger ones close the connection. */
   maxFrameBytes: number;
+  /**
+   * Adapter factory for a cluster (e.g. @socket.io/redis-adapter's sharded
+   * adapter): rooms, broadcasts and server-to-server requests then span every
+   * node. Default: Socket.IO's in-memory adapter.
+   */
+  adapter?: ServerOptions['adapter'];
 }
+
+/** Room of the Socket.IO connections subscribed to a topic. */
+export const topicRoom = (topic: string) => `topic:${topic}`;
 
 type Ack = (reply: unknown) => void;
 
@@ -30,6 +39,7 @@ export class SocketIoTransport {
       serveClient: false,
       destroyUpgrade: false,
       cors: { origin: true },
+      ...(options.adapter ? { adapter: options.adapter } : {}),
     });
     this.io.on('connection', (socket) => this.accept(socket));
   }
@@ -58,6 +68,8 @@ export class SocketIoTransport {
       bufferedAmount: () => (socket.conn.request.socket?.writableLength ?? 0),
       // Let frames already queued (a move, last replies) go out before the close.
       close: () => setImmediate(() => socket.disconnect(true)),
+      joinTopic: (topic) => void socket.join(topicRoom(topic)),
+      leaveTopic: (topic) => void socket.leave(topicRoom(topic)),
     };
     const session = this.broker.openSession(connection);
     socket.onAny((event: unknown, ...args: unknown[]) => {

@@ -1,0 +1,62 @@
+import { auth } from './auth.svelte.js';
+
+/** An error answered by the node (`{error: {code, message}}`) or a failure to reach it. */
+export class ApiError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status = 0,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** The node's own words for an error, never a stack trace. */
+export function errorText(err: unknown): string {
+  if (err instanceof ApiError) return err.message;
+  if (err && typeof err === 'object' && 'message' in err && typeof err.message === 'string') return err.message;
+  return String(err);
+}
+
+export function errorCode(err: unknown): string | undefined {
+  if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}
+
+/** Calls the admin API of the node that served the console. */
+export async function api<T>(path: string, init: { method?: string; body?: unknown; signal?: AbortSignal } = {}): Promise<T> {
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (auth.token) headers.authorization = `Bearer ${auth.token}`;
+  let body: string | undefined;
+  if (init.body !== undefined) {
+    headers['content-type'] = 'application/json';
+    body = JSON.stringify(init.body);
+  }
+  let res: Response;
+  try {
+    res = await fetch(path, { method: init.method ?? 'GET', headers, body, signal: init.signal, cache: 'no-store' });
+  } catch (err) {
+    if ((err as Error).name === 'AbortError') throw err;
+    throw new ApiError('unavailable', 'cannot reach the node (network error); retrying');
+  }
+  let parsed: unknown;
+  try {
+    parsed = await res.json();
+  } catch {
+    throw new ApiError('internal', `the node answered ${res.status} without JSON`, res.status);
+  }
+  if (!res.ok) {
+    const error = (parsed as { error?: { code?: string; message?: string } }).error;
+    const code = error?.code ?? 'internal';
+    const message = error?.message ?? `HTTP ${res.status}`;
+    if (code === 'unauthorized') {
+      auth.required = true;
+      auth.message = message;
+    }
+    throw new ApiError(code, message, res.status);
+  }
+  return parsed as T;
+}
+
+export const enc = encodeURIComponent;
