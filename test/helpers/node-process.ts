@@ -98,6 +98,15 @@ export class NodeProcess {
     throw new Error(`node did not become healthy:\n${this.output}`);
   }
 
+  /** SIGSTOP: the process stays alive but does nothing (a stuck node). */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.child?.kill('SIGCONT');
+  }
+
   /** kill -9: no shutdown hook runs. */
   async kill(): Promise<void> {
     await this.signal('SIGKILL');

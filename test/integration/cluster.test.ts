@@ -97,6 +97,29 @@ describe('a cluster of three nodes over Redis', () => {
     expect(new Set(owner.values()).size).toBeGreaterThan(1);
   });
 
+  it('answers cluster-wide stats from the live nodes, without waiting for a stuck one', async () => {
+    const topic = uniqueTopic();
+    const subs = [await connect(nodes[1]!), await connect(nodes[2]!), await connect(nodes[2]!)];
+    for (const sub of subs) await sub.ok({ op: 'subscribe', topic });
+    const all = (await (await fetch(`${nodes[0]!.url}/api/cluster/stats`)).json()) as {
+      nodes: Array<{ node: string }>;
+      missing: string[];
+      totals: { topics: Record<string, number> };
+    };
+    expect(all.nodes.map((n) => n.node).sort()).toEqual(['a', 'b', 'c']);
+    expect(all.missing).toEqual([]);
+    expect(all.totals.topics[topic]).toBe(3);
+    nodes[2]!.pause();
+    try {
+      const partial = (await (await fetch(`${nodes[0]!.url}/api/cluster/stats`, { signal: AbortSignal.timeout(5000) })).json()) as typeof all;
+      expect(partial.nodes.map((n) => n.node).sort()).toEqual(['a', 'b']);
+      expect(partial.missing).toEqual(['c']);
+      expect(partial.totals.topics[topic]).toBe(1);
+    } finally {
+      nodes[2]!.resume();
+    }
+  });
+
   it('answers /readyz with what an acknowledged publish survives', async () => {
     const res = await fetch(`${nodes[0]!.url}/readyz`);
     expect(res.status).toBe(200);
