@@ -104,17 +104,20 @@ describe('a cluster of three nodes over Redis', () => {
     const all = (await (await fetch(`${nodes[0]!.url}/api/cluster/stats`)).json()) as {
       nodes: Array<{ node: string }>;
       missing: string[];
-      totals: { topics: Record<string, number> };
+      totals: { subscribers: Record<string, number> };
     };
     expect(all.nodes.map((n) => n.node).sort()).toEqual(['a', 'b', 'c']);
     expect(all.missing).toEqual([]);
-    expect(all.totals.topics[topic]).toBe(3);
+    expect(all.totals.subscribers[topic]).toBe(3);
+    // The admin API's topic view sums the cluster too.
+    const view = (await (await fetch(`${nodes[0]!.url}/api/topics/${topic}`)).json()) as { topic: { subscribers: number } };
+    expect(view.topic.subscribers).toBe(3);
     nodes[2]!.pause();
     try {
       const partial = (await (await fetch(`${nodes[0]!.url}/api/cluster/stats`, { signal: AbortSignal.timeout(5000) })).json()) as typeof all;
       expect(partial.nodes.map((n) => n.node).sort()).toEqual(['a', 'b']);
       expect(partial.missing).toEqual(['c']);
-      expect(partial.totals.topics[topic]).toBe(1);
+      expect(partial.totals.subscribers[topic]).toBe(1);
     } finally {
       nodes[2]!.resume();
     }

@@ -30,7 +30,30 @@ export interface AdminApiOptions {
   cluster?: (() => NodeRecord[]) | undefined;
   /** How long a peer may take to answer `/api/nodes/self`. Default 1000 ms. */
   peerTimeoutMs?: number;
+  /**
+   * Subscribers, group members and publish rates per topic: summed over the
+   * cluster by a node over Redis. Default: this node's own.
+   */
+  activity?: () => Promise<TopicActivity>;
 }
+
+/** Live activity per topic; `members` is keyed `<topic>\u0000<group>`. */
+export interface TopicActivity {
+  subscribers: Record<string, number>;
+  members: Record<string, number>;
+  publishRates: Record<string, number>;
+}
+
+/** This node's own activity. */
+export function localActivity(broker: Broker, stats: NodeStats): TopicActivity {
+  return {
+    subscribers: broker.subscribersPerTopic(),
+    members: broker.membersPerGroup(),
+    publishRates: Object.fromEntries(stats.topicRates()),
+  };
+}
+
+const memberKey = (topic: string, group: string) => `${topic}\u0000${group}`;
 
 /** One topic in `GET /api/topics`. */
 export interface TopicSummary {
@@ -142,10 +165,12 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
     return { info, all };
   };
 
-  const summarize = async (info: TopicInfo, all: Map<string, TopicInfo>, rates: Map<string, number>): Promise<TopicSummary> => {
+  const activityNow = options.activity ?? (async () => localActivity(broker, stats));
+
+  const summarize = async (info: TopicInfo, all: Map<string, TopicInfo>, activity: TopicActivity): Promise<TopicSummary> => {
     const groups = await engine.listGroups(info.topic);
     let members = 0;
-    for (const g of groups) members += broker.groupMemberCount(info.topic, g.group);
+    for (const g of groups) members += activity.members[memberKey(info.topic, g.group)] ?? 0;
     let lastMessageAt: number | null = null;
     if (info.count > 0) {
       const [newest] = await engine.read(info.topic, info.last, 1);
@@ -159,17 +184,17 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       last: info.last,
       lastMessageAt,
       retention: options.retention(info.topic),
-      publishRate: rates.get(info.topic) ?? 0,
-      subscribers: broker.subscriberCount(info.topic),
+      publishRate: activity.publishRates[info.topic] ?? 0,
+      subscribers: activity.subscribers[info.topic] ?? 0,
       groups: groups.length,
       members,
       deadLetters: all.get(deadLetterTopicOf(info.topic))?.count ?? 0,
     };
   };
 
-  const groupView = (info: TopicInfo, group: GroupInfo): GroupView => ({
+  const groupView = (info: TopicInfo, group: GroupInfo, activity: TopicActivity): GroupView => ({
     ...group,
-    members: broker.groupMemberCount(info.topic, group.group),
+    members: activity.members[memberKey(info.topic, group.group)] ?? 0,
     ready: Math.max(0, info.last - Math.max(group.cursor, info.first) + 1),
   });
 
@@ -230,21 +255,20 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
     'GET /api/nodes/self': () => ok(stats.record()),
 
     'GET /api/topics': async () => {
-      const all = await topicMap();
-      const rates = stats.topicRates();
+      const [all, activity] = await Promise.all([topicMap(), activityNow()]);
       const topics: TopicSummary[] = [];
       for (const info of all.values()) {
         if (!isValidTopicName(info.topic)) continue;
-        topics.push(await summarize(info, all, rates));
+        topics.push(await summarize(info, all, activity));
       }
       return ok({ topics });
     },
 
     'GET /api/topics/:topic': async (_req, params) => {
       const topic = topicParam(params, true);
-      const { info, all } = await requireTopic(topic);
-      const summary = await summarize(info, all, stats.topicRates());
-      const groups = (await engine.listGroups(topic)).map((g) => groupView(info, g));
+      const [{ info, all }, activity] = await Promise.all([requireTopic(topic), activityNow()]);
+      const summary = await summarize(info, all, activity);
+      const groups = (await engine.listGroups(topic)).map((g) => groupView(info, g, activity));
       return ok({ topic: summary, groups });
     },
 
@@ -275,7 +299,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
           };
         }),
       );
-      return ok({ group: groupView(info, state), entries: withMessages });
+      return ok({ group: groupView(info, state, await activityNow()), entries: withMessages });
     },
 
     'GET /api/dead-letters': async () => {

@@ -11,7 +11,7 @@ import { takeOverLeases } from './cluster/takeover.js';
 import { EmbeddedEngine } from './engine/embedded-engine.js';
 import type { Engine } from './engine/engine.js';
 import { RedisEngine } from './engine/redis-engine.js';
-import { adminRoutes } from './admin-api.js';
+import { adminRoutes, localActivity, type TopicActivity } from './admin-api.js';
 import { createHttpHandler } from './http-handler.js';
 import { createLogger } from './logger.js';
 import { NodeStats, type NodeRecord } from './node-stats.js';
@@ -21,12 +21,14 @@ import { WsTransport } from './transport/ws-transport.js';
 import { VERSION } from './version.js';
 
 /** One node's answer to the cluster-wide stats request. */
-export interface LocalStats {
+export interface LocalStats extends TopicActivity {
   node: string;
   connections: number;
   subscriptions: number;
-  /** Fan-out subscribers per topic on that node. */
-  topics: Record<string, number>;
+}
+
+function sumInto(target: Record<string, number>, add: Record<string, number>): void {
+  for (const [k, v] of Object.entries(add)) target[k] = (target[k] ?? 0) + v;
 }
 
 /** Room for the request envelope around the largest message. */
@@ -118,6 +120,7 @@ export class BrokerNode {
             selfUrl: config.publicUrl,
             peers: config.peers,
             cluster: this.membership && (() => this.membership!.nodes()),
+            ...(this.membership ? { activity: async () => (await this.clusterStats()).totals } : {}),
           }),
         },
         consoleDir,
@@ -138,7 +141,7 @@ export class BrokerNode {
 
   localStats(): LocalStats {
     const { connections, subscriptions } = this.broker.stats();
-    return { node: this.config.nodeId, connections, subscriptions, topics: this.broker.subscribersPerTopic() };
+    return { node: this.config.nodeId, connections, subscriptions, ...localActivity(this.broker, this.stats) };
   }
 
   /**
@@ -147,7 +150,7 @@ export class BrokerNode {
    * (dead, or stuck) is left out and named in `missing`; the call never
    * waits longer than that.
    */
-  async clusterStats(timeoutMs = 1500): Promise<{ nodes: LocalStats[]; missing: string[]; totals: { connections: number; subscriptions: number; topics: Record<string, number> } }> {
+  async clusterStats(timeoutMs = 1500): Promise<{ nodes: LocalStats[]; missing: string[]; totals: Omit<LocalStats, 'node'> }> {
     const own = this.localStats();
     const expected = (this.membership?.nodes() ?? []).filter((n) => n.status !== 'down' && n.id !== own.node).map((n) => n.id);
     const others = new Map<string, LocalStats>();
@@ -169,17 +172,15 @@ export class BrokerNode {
       });
     }
     const nodes = [own, ...others.values()];
-    const topics: Record<string, number> = {};
-    for (const n of nodes) for (const [t, c] of Object.entries(n.topics)) topics[t] = (topics[t] ?? 0) + c;
-    return {
-      nodes,
-      missing: expected.filter((node) => !others.has(node)),
-      totals: {
-        connections: nodes.reduce((a, n) => a + n.connections, 0),
-        subscriptions: nodes.reduce((a, n) => a + n.subscriptions, 0),
-        topics,
-      },
-    };
+    const totals: Omit<LocalStats, 'node'> = { connections: 0, subscriptions: 0, subscribers: {}, members: {}, publishRates: {} };
+    for (const n of nodes) {
+      totals.connections += n.connections;
+      totals.subscriptions += n.subscriptions;
+      sumInto(totals.subscribers, n.subscribers);
+      sumInto(totals.members, n.members);
+      sumInto(totals.publishRates, n.publishRates);
+    }
+    return { nodes, missing: expected.filter((node) => !others.has(node)), totals };
   }
 
   /** Ready when not draining and, over Redis, while Redis answers. */

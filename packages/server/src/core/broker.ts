@@ -124,6 +124,13 @@ export class Broker {
     return Object.fromEntries([...this.fanout].map(([topic, subs]) => [topic, subs.size]));
   }
 
+  /** Group members on this node, keyed `<topic>\u0000<group>`. */
+  membersPerGroup(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [topic, groups] of this.dispatchers) for (const [group, d] of groups) out[`${topic}\u0000${group}`] = d.size;
+    return out;
+  }
+
   /** Fan-out subscriptions to `topic` on this node. */
   subscriberCount(topic: string): number {
     return this.fanout.get(topic)?.size ?? 0;
