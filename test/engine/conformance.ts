@@ -85,7 +85,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         const { engine } = await create();
         const topic = uniqueTopic();
         const info = await engine.topicInfo(topic);
-        expect(info).toMatchObject({ topic, first: 1, last: 0, count: 0 });
+        expect(info).toMatchObject({ topic, first: 1, last: 0, count: 0, epochs: [{ epoch: info.epoch, start: 1 }] });
         expect(info.epoch).toMatch(/^\S+$/);
         expect((await engine.publish(topic, 1)).epoch).toBe(info.epoch);
       });
@@ -146,6 +146,34 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(await engine.enforceRetention(aged, Date.now() + 2000)).toBe(3);
         expect(await engine.topicInfo(aged)).toMatchObject({ first: 4, last: 3, count: 0 });
         expect((await engine.publish(aged, 4)).offset).toBe(4);
+      });
+
+      it('starts a new epoch when the log is behind what was seen of it', async () => {
+        const { engine } = await create();
+        const topic = uniqueTopic();
+        for (const n of range(1, 5)) await engine.publish(topic, n);
+        const { epoch } = await engine.topicInfo(topic);
+        // Nothing lost: no new epoch, whatever the order of the calls.
+        expect(await engine.fence(topic, epoch, 5)).toMatchObject({ epoch, last: 5, epochs: [{ epoch, start: 1 }] });
+        expect((await engine.fence(topic, 'some-other-epoch', 99)).epoch).toBe(epoch);
+        // Offsets 6..8 of this epoch were seen but are not in the log: they were lost.
+        const fenced = await engine.fence(topic, epoch, 8);
+        expect(fenced.epoch).not.toBe(epoch);
+        expect(fenced.epochs).toEqual([
+          { epoch, start: 1 },
+          { epoch: fenced.epoch, start: 6 },
+        ]);
+        expect(await engine.publish(topic, 6)).toMatchObject({ offset: 6, epoch: fenced.epoch });
+        // A second report of the same loss changes nothing more.
+        expect((await engine.fence(topic, epoch, 8)).epochs).toHaveLength(2);
+        expect((await engine.read(topic, 1, 10)).map((m) => [m.offset, m.epoch])).toEqual([
+          [1, fenced.epoch],
+          [2, fenced.epoch],
+          [3, fenced.epoch],
+          [4, fenced.epoch],
+          [5, fenced.epoch],
+          [6, fenced.epoch],
+        ]);
       });
 
       it('truncates the front of a log without reusing offsets', async () => {

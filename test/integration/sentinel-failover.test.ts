@@ -9,6 +9,12 @@ interface FailoverFigures {
   acked: number;
   lost: number;
   failedDuringFailover: number;
+  /** Epochs of the topic after the failover. */
+  epochs: number;
+  /** Reset frames the live subscriber got. */
+  resets: Frame[];
+  /** Reply to a resume from past the log's end in the old epoch, when there was one. */
+  resume?: Frame;
 }
 
 /**
@@ -23,6 +29,8 @@ async function runFailover(replicas: number): Promise<FailoverFigures> {
   try {
     const client = await RawClient.connect(node.wsUrl);
     const topic = `failover.${replicas}`;
+    const subscriber = await RawClient.connect(node.wsUrl);
+    const subscribed = await subscriber.ok({ op: 'subscribe', topic, from: 1 });
     // (offset, payload) pairs: after a lossy failover the same offset is acknowledged twice, for different payloads.
     const acked: Array<[number, number]> = [];
     let failed = 0;
@@ -47,7 +55,13 @@ async function runFailover(replicas: number): Promise<FailoverFigures> {
     await setup.primary.kill();
     await eventually(async () => (await setup.primaryPort()) !== oldPrimary, 20_000, 'Sentinel failover');
     const ackedAtFailover = acked.length;
-    await eventually(() => acked.length >= ackedAtFailover + 200, 30_000, 'publishes after failover');
+    const failedAtFailover = failed;
+    if (replicas < 2) {
+      await eventually(() => acked.length >= ackedAtFailover + 200, 30_000, 'publishes after failover');
+    } else {
+      // One replica is left after the failover: waiting for two cannot succeed, so publishes fail (the availability cost).
+      await eventually(() => failed >= failedAtFailover + 20, 30_000, 'publishes refused after failover');
+    }
     stop = true;
     await Promise.all(publishers);
 
@@ -62,10 +76,48 @@ async function runFailover(replicas: number): Promise<FailoverFigures> {
     // Lost: acknowledged, but not in the log at its offset (a failover can reassign lost offsets).
     let lost = 0;
     for (const [offset, i] of acked) if (stored.get(offset) !== i) lost++;
+
+    // The live subscriber, replaying resets as a client would, ends with exactly the log.
+    const last = stored.size;
+    await eventually(() => {
+      const seen = new Map<number, number>();
+      for (const f of subscriber.frames) {
+        if (f.op === 'message') seen.set(f.offset as number, (f.data as { i: number }).i);
+        if (f.op === 'reset') for (const o of seen.keys()) if (o >= (f.from as number)) seen.delete(o);
+      }
+      return seen.size === last && [...stored].every(([o, i]) => seen.get(o) === i);
+    }, 15_000, 'subscriber to match the log').catch((err) => {
+      const seen = new Map<number, number>();
+      for (const f of subscriber.frames) {
+        if (f.op === 'message') seen.set(f.offset as number, (f.data as { i: number }).i);
+        if (f.op === 'reset') for (const o of seen.keys()) if (o >= (f.from as number)) seen.delete(o);
+      }
+      const wrong = [...stored].filter(([o, i]) => seen.get(o) !== i).slice(0, 10);
+      const resets = subscriber.frames.filter((f) => f.op === 'reset');
+      throw new Error(`${err}; log ${last}, subscriber ${seen.size}; first mismatches ${JSON.stringify(wrong.map(([o, i]) => [o, i, seen.get(o)]))}; resets ${JSON.stringify(resets)}`);
+    });
+    const info = (await (await fetch(`${node.url}/api/topics/${topic}`)).json()) as { topic: { epoch: string } };
+    let resume: Frame | undefined;
+    const maxAcked = Math.max(...acked.map(([o]) => o));
+    if (info.topic.epoch !== subscribed.epoch) {
+      const late = await RawClient.connect(node.wsUrl);
+      resume = await late.ok({ op: 'subscribe', topic, from: maxAcked + 1, epoch: subscribed.epoch });
+      await late.close();
+    }
+    const epochs = (await client.ok({ op: 'history', topic, limit: 1 })).epoch === subscribed.epoch ? 1 : 2;
+    await subscriber.close();
     // The log itself stays gap-free through the failover.
     expect([...stored.keys()]).toEqual(Array.from({ length: stored.size }, (_, k) => k + 1));
     await client.close();
-    return { level: replicas === 0 ? 'primary (default)' : `WAIT ${replicas} replica`, acked: acked.length, lost, failedDuringFailover: failed };
+    return {
+      level: replicas === 0 ? 'primary (default)' : `WAIT ${replicas} of 2 replicas`,
+      acked: acked.length,
+      lost,
+      failedDuringFailover: failed,
+      epochs,
+      resets: subscriber.frames.filter((f) => f.op === 'reset'),
+      ...(resume ? { resume } : {}),
+    };
   } finally {
     await node.dispose();
     await setup.dispose();
@@ -76,7 +128,9 @@ describe('Sentinel failover', () => {
   const figures: FailoverFigures[] = [];
   afterEach(() => {
     for (const f of figures.splice(0)) {
-      console.log(`sentinel failover: level=${f.level} acked=${f.acked} lost=${f.lost} failed-during-failover=${f.failedDuringFailover}`);
+      console.log(
+        `sentinel failover: level=${f.level} acked=${f.acked} lost=${f.lost} failed-during-failover=${f.failedDuringFailover} epochs=${f.epochs} resets=${JSON.stringify(f.resets.map((r) => r.missing))}`,
+      );
     }
   });
 
@@ -86,12 +140,31 @@ describe('Sentinel failover', () => {
     expect(result.acked).toBeGreaterThan(500);
     // The scenario must bite: acknowledged on the primary alone, then gone with it.
     expect(result.lost).toBeGreaterThan(0);
+    // The loss is not silent: a new epoch, a reset for the live subscriber, and a resume that says what is gone.
+    expect(result.epochs).toBe(2);
+    expect(result.resets).toHaveLength(1);
+    const reset = result.resets[0]!;
+    expect(reset.missing).toMatchObject({ from: reset.from });
+    expect(result.resume).toMatchObject({ recovered: false, from: reset.from, missing: { from: reset.from } });
   }, 90_000);
 
-  it('loses no acknowledged publish when each publish waits for a replica', async () => {
+  it('surfaces any loss when each publish waits for one of two replicas', async () => {
     const result = await runFailover(1);
     figures.push(result);
     expect(result.acked).toBeGreaterThan(500);
+    // Sentinel may promote the replica that lacked the newest writes; then the loss must show as a new epoch.
+    if (result.lost > 0) expect(result.epochs).toBe(2);
+    else expect(result.resets).toEqual([]);
+  }, 90_000);
+
+  it('loses no acknowledged publish when each publish waits for every replica, and refuses what it cannot replicate', async () => {
+    const result = await runFailover(2);
+    figures.push(result);
+    expect(result.acked).toBeGreaterThan(300);
     expect(result.lost).toBe(0);
+    expect(result.failedDuringFailover).toBeGreaterThan(0);
+    // A subscriber may have seen a message whose publish then failed waiting for the replicas; if the
+    // failover lost it, the subscriber was told (a reset), which runFailover checked against the log.
+    for (const reset of result.resets) expect(reset.missing).toBeDefined();
   }, 90_000);
 });

@@ -325,6 +325,9 @@ export class MeshClient extends Emitter<ClientEvents> {
         this.emit('moving', { url: link.url, nodes: frame.nodes });
         this.connector.move(link, frame.nodes);
         return;
+      case 'reset':
+        this.subscriptions.get(frame.topic)?.onReset(link, frame);
+        return;
       default:
         // Frames of later protocol versions are ignored.
         return;

@@ -1,4 +1,4 @@
-import { MeshError, type MessageFrame, type SubscribeResult } from '@meshmq/shared';
+import { MeshError, type MessageFrame, type ResetFrame, type SubscribeResult } from '@meshmq/shared';
 import { Fifo } from './fifo.js';
 import type { Link } from './link.js';
 import { Resumable, type ResumableHost } from './resumable.js';
@@ -93,6 +93,17 @@ export class FanoutSubscription<T = unknown> extends Resumable implements Subscr
     else if (this.current === link) this.accept(frame);
   }
 
+  /**
+   * The log lost messages this subscription had delivered and goes on under a
+   * new epoch: report them as a gap and take the new messages from `from`.
+   */
+  onReset(link: Link, frame: ResetFrame): void {
+    if (this.current !== link || this.ended) return;
+    this.epochValue = frame.epoch;
+    this.next = frame.from;
+    this.host.gap({ topic: this.topic, epoch: frame.epoch, ...frame.missing, reason: 'epoch' }, this.options.onGap);
+  }
+
   protected async open(link: Link): Promise<Gap[]> {
     if (this.paused || this.current === link) return [];
     const resuming = this.next !== undefined;
@@ -140,13 +151,14 @@ export class FanoutSubscription<T = unknown> extends Resumable implements Subscr
   private apply(reply: SubscribeResult, from: number | undefined, epoch: string | undefined, resuming: boolean): Gap[] {
     const epochChanged = epoch !== undefined && reply.epoch !== epoch;
     this.epochValue = reply.epoch;
-    let start = from ?? reply.last + 1;
+    const requested = from ?? reply.last + 1;
+    // Servers since protocol 1.1 say where delivery starts; older ones start at `first` when they cannot recover.
+    let start = reply.from ?? (reply.recovered && !epochChanged ? requested : Math.max(epochChanged ? 1 : requested, reply.first));
     const gaps: Gap[] = [];
-    if (!reply.recovered || epochChanged) {
-      const missing = reply.missing ?? { from: epochChanged ? 1 : start, to: reply.first - 1 };
+    if (!reply.recovered) {
+      const missing = reply.missing ?? { from: epochChanged ? 1 : requested, to: reply.first - 1 };
       gaps.push({ topic: this.topic, epoch: reply.epoch, ...missing, reason: epochChanged ? 'epoch' : 'retention' });
-      start = Math.max(epochChanged ? 1 : start, reply.first);
-    } else if (resuming && start > reply.last + 1) {
+    } else if (resuming && start > reply.last + 1 && !epochChanged) {
       this.host.error(
         new MeshError(
           'internal',
@@ -154,6 +166,7 @@ export class FanoutSubscription<T = unknown> extends Resumable implements Subscr
         ),
       );
     }
+    if (reply.from === undefined && !reply.recovered) start = Math.max(start, reply.first);
     this.next = start;
     for (const gap of gaps) this.host.gap(gap, this.options.onGap);
     return gaps;

@@ -32,6 +32,15 @@ export function toWebSocketUrl(input: string): string {
  * live nodes the last hello reported. Attempts start at a random URL, to
  * spread clients over the nodes, and go round the list from there.
  */
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    // Uniform over 0..i, written so that Math.random() = 0 keeps the given order.
+    const j = i - Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
 export class UrlList {
   private readonly seeds: string[];
   private discovered: string[] = [];
@@ -41,9 +50,10 @@ export class UrlList {
   private avoid: string | undefined;
 
   constructor(urls: readonly string[]) {
-    this.seeds = unique(urls.map(toWebSocketUrl));
+    // Shuffled, so that clients given the same list spread over the nodes, and again when one fails.
+    this.seeds = shuffle(unique(urls.map(toWebSocketUrl)));
     if (this.seeds.length === 0) throw new MeshError('bad_request', 'no MeshMQ URL given; set `url` or `urls`');
-    this.cursor = Math.floor(Math.random() * this.seeds.length);
+    this.cursor = 0;
   }
 
   get all(): string[] {

@@ -211,7 +211,21 @@ export interface MoveFrame {
   nodes: string[];
 }
 
-export type ServerFrame = OkFrame | ErrorFrame | MessageFrame | MoveFrame;
+/**
+ * The topic's log lost messages this subscription had already delivered (a
+ * Redis failover without replicated acknowledgements) and continues under a
+ * new epoch: offsets `missing.from`..`missing.to` now hold other messages,
+ * which follow, from offset `from`.
+ */
+export interface ResetFrame {
+  op: 'reset';
+  topic: string;
+  epoch: string;
+  from: number;
+  missing: { from: number; to: number };
+}
+
+export type ServerFrame = OkFrame | ErrorFrame | MessageFrame | MoveFrame | ResetFrame;
 
 // ---- Results of each request (the fields of its ok frame) ----------------------
 
@@ -236,9 +250,15 @@ export interface SubscribeResult {
   first: number;
   /** Last offset ever assigned in this topic (0 when none). */
   last: number;
-  /** False when `from` asked for offsets no longer retained; see `missing`. */
+  /**
+   * False when the subscription cannot continue exactly where the client
+   * asked: offsets no longer retained, or lost with an earlier epoch; see
+   * `missing`.
+   */
   recovered: boolean;
   missing?: { from: number; to: number };
+  /** First offset this subscription delivers (fan-out only). */
+  from?: number;
   group?: string;
   prefetch?: number;
   ackWait?: number;

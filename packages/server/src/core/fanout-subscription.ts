@@ -6,6 +6,9 @@ const CATCH_UP_BATCH = 500;
 /** Bytes queued on a connection above which delivery waits for it to drain. */
 const HIGH_WATER_MARK = 4 * 1024 * 1024;
 const DRAIN_POLL_MS = 20;
+/** After a failed read (storage unreachable), catching up is tried again this much later, doubling up to the max. */
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 5000;
 
 /**
  * One connection's fan-out subscription to one topic: a cursor over the log.
@@ -17,17 +20,22 @@ const DRAIN_POLL_MS = 20;
  */
 export class FanoutSubscription {
   private next: number;
+  /** Set when a message of another epoch was seen: the log may have lost what we delivered. */
+  private epochChanged = false;
   private catchingUp = false;
   /** Live messages are only noted until the subscribe reply has gone out. */
   private started = false;
   private latestSeen = 0;
   private closed = false;
+  private retryMs = RETRY_MIN_MS;
+  private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly topic: string,
     private readonly engine: Engine,
     private readonly connection: Connection,
     from: number,
+    private epoch: string,
     private readonly onDelivered: (count: number) => void,
     private readonly onError: (err: unknown) => void,
   ) {
@@ -42,7 +50,14 @@ export class FanoutSubscription {
   }
 
   onLive(message: StoredMessage): void {
-    if (this.closed || message.offset < this.next) return;
+    if (this.closed) return;
+    if (message.epoch !== this.epoch) {
+      this.epochChanged = true;
+      this.latestSeen = Math.max(this.latestSeen, message.offset);
+      if (this.started) void this.catchUp();
+      return;
+    }
+    if (message.offset < this.next) return;
     this.latestSeen = Math.max(this.latestSeen, message.offset);
     if (this.catchingUp || !this.started) return;
     if (message.offset === this.next && this.connection.bufferedAmount() < HIGH_WATER_MARK) {
@@ -54,6 +69,7 @@ export class FanoutSubscription {
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.retryTimer);
   }
 
   private deliver(message: StoredMessage): void {
@@ -62,15 +78,41 @@ export class FanoutSubscription {
     this.onDelivered(1);
   }
 
+  /**
+   * Follows the log onto a new epoch. If this subscription delivered offsets
+   * past the end of the epoch it followed, those messages were lost and the
+   * offsets hold others now: the client is told (a reset frame) and gets the
+   * new messages from the first such offset.
+   */
+  private async rebase(): Promise<void> {
+    this.epochChanged = false;
+    const info = await this.engine.topicInfo(this.topic);
+    if (info.epoch === this.epoch) return;
+    const i = info.epochs.findIndex((e) => e.epoch === this.epoch);
+    const end = i >= 0 && i + 1 < info.epochs.length ? info.epochs[i + 1]!.start - 1 : info.first - 1;
+    if (this.next - 1 > end) {
+      const from = Math.max(end + 1, info.first);
+      this.connection.send({ op: 'reset', topic: this.topic, epoch: info.epoch, from, missing: { from: end + 1, to: this.next - 1 } });
+      this.next = from;
+    }
+    this.epoch = info.epoch;
+    this.latestSeen = Math.max(this.latestSeen, info.last);
+  }
+
   private async catchUp(): Promise<void> {
     if (this.catchingUp) return;
     this.catchingUp = true;
     try {
+      if (this.epochChanged) await this.rebase();
       while (!this.closed && this.latestSeen >= this.next) {
         while (!this.closed && this.connection.bufferedAmount() >= HIGH_WATER_MARK) {
           await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
         }
         const batch = await this.engine.read(this.topic, this.next, CATCH_UP_BATCH);
+        if (batch[0] && batch[0].epoch !== this.epoch) {
+          await this.rebase();
+          continue;
+        }
         if (batch.length === 0) {
           // Retention may have removed everything up to latestSeen.
           const info = await this.engine.topicInfo(this.topic);
@@ -83,10 +125,19 @@ export class FanoutSubscription {
           this.deliver(message);
         }
       }
+      this.retryMs = RETRY_MIN_MS;
     } catch (err) {
+      // No new message may come to restart it: try again.
       this.onError(err);
+      if (!this.closed) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => void this.catchUp(), this.retryMs);
+        this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+      }
     } finally {
       this.catchingUp = false;
     }
+    // A new epoch noticed while the last read was in flight.
+    if (this.epochChanged && !this.closed) void this.catchUp();
   }
 }

@@ -15,6 +15,9 @@ export interface GroupMember {
 
 /** The largest batch one member claims per round once a backlog shows up. */
 const MAX_ROUND = 64;
+/** After a failed pump (storage unreachable), the next try comes this much later, doubling up to the max. */
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 5000;
 
 /**
  * Hands a group's messages to the group's members on this node: at most
@@ -29,6 +32,7 @@ export class GroupDispatcher {
   private pumpAgain = false;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
+  private retryMs = RETRY_MIN_MS;
   private closed = false;
 
   constructor(
@@ -89,7 +93,17 @@ export class GroupDispatcher {
     }
     this.pumping = true;
     void this.drain()
-      .catch((err) => this.onError(err))
+      .then(
+        () => {
+          this.retryMs = RETRY_MIN_MS;
+        },
+        (err) => {
+          // Nothing else may come to wake this group (a lease that ended while Redis was down): try again.
+          this.onError(err);
+          this.schedule(Date.now() + this.retryMs);
+          this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+        },
+      )
       .finally(() => {
         this.pumping = false;
         if (this.pumpAgain && !this.closed) {

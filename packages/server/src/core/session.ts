@@ -18,6 +18,7 @@ import {
   type SubscribeResult,
   type UnsubscribeRequest,
 } from '@meshmq/shared';
+import type { TopicInfo } from '../engine/engine.js';
 import type { Broker } from './broker.js';
 import type { Connection } from './connection.js';
 import { FanoutSubscription } from './fanout-subscription.js';
@@ -174,9 +175,13 @@ export class Session {
     if (this.fanout.has(topic)) throw new MeshError('bad_request', `already subscribed to topic '${topic}'`);
     // Watch before reading the edge, so nothing published in between is missed.
     await this.broker.watchTopic(topic);
-    let info;
+    let info: TopicInfo;
     try {
       info = await this.broker.engine.topicInfo(topic);
+      if (request.epoch === info.epoch && request.from !== undefined && request.from - 1 > info.last) {
+        // The client saw more of this epoch than the log holds: it lost its newest messages.
+        info = await this.broker.engine.fence(topic, info.epoch, request.from - 1);
+      }
     } catch (err) {
       this.broker.unwatchTopic(topic);
       throw err;
@@ -185,23 +190,15 @@ export class Session {
       this.broker.unwatchTopic(topic);
       throw new MeshError(this.closed ? 'unavailable' : 'bad_request', this.closed ? 'the connection is closing' : `already subscribed to topic '${topic}'`);
     }
-    const sameLog = request.epoch === undefined || request.epoch === info.epoch;
-    let from = request.from ?? info.last + 1;
-    const result: SubscribeResult = { epoch: info.epoch, first: info.first, last: info.last, recovered: true };
-    if (!sameLog) {
-      // The log the client read from is gone; its offsets mean nothing here.
-      result.recovered = false;
-      result.missing = { from: 1, to: info.first - 1 };
-      from = info.first;
-    } else if (from < info.first) {
-      result.recovered = false;
-      result.missing = { from, to: info.first - 1 };
-    }
+    const { from, missing } = resumePoint(info, request.from, request.epoch);
+    const result: SubscribeResult = { epoch: info.epoch, first: info.first, last: info.last, recovered: missing === undefined, from };
+    if (missing) result.missing = missing;
     const subscription = new FanoutSubscription(
       topic,
       this.broker.engine,
       this.connection,
       from,
+      info.epoch,
       (count) => this.broker.countOut(count),
       (err) => this.broker.logger.error({ err, topic, session: this.id }, 'subscription delivery failed'),
     );
@@ -306,6 +303,31 @@ export class Session {
   private notMember(topic: string, group: string): MeshError {
     return new MeshError('not_found', `this connection is not a member of group '${group}' of topic '${topic}'`);
   }
+}
+
+/**
+ * Where a fan-out subscription starts and what the client asked for that it
+ * will not get as it knew it: offsets removed by retention, or offsets of an
+ * earlier epoch that were lost and hold other messages now.
+ */
+export function resumePoint(
+  info: TopicInfo,
+  requested: number | undefined,
+  epoch: string | undefined,
+): { from: number; missing?: { from: number; to: number } } {
+  if (requested === undefined) return { from: info.last + 1 };
+  let from = requested;
+  if (epoch !== undefined && epoch !== info.epoch) {
+    const i = info.epochs.findIndex((e) => e.epoch === epoch);
+    if (i < 0) {
+      // A log the client read from is gone entirely: its offsets mean nothing here.
+      return { from: info.first, missing: { from: 1, to: requested - 1 } };
+    }
+    const end = info.epochs[i + 1]!.start - 1;
+    if (requested - 1 > end) return { from: Math.max(end + 1, info.first), missing: { from: end + 1, to: requested - 1 } };
+  }
+  if (from < info.first) return { from: info.first, missing: { from, to: info.first - 1 } };
+  return { from };
 }
 
 function membershipKey(topic: string, group: string): string {

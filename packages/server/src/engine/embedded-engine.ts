@@ -5,6 +5,7 @@ import { MeshError, DEFAULTS, deadLetterTopicOf } from '@meshmq/shared';
 import type {
   ClaimResult,
   DeadLetter,
+  EpochStart,
   Engine,
   GroupDelivery,
   GroupInfo,
@@ -30,6 +31,8 @@ export interface EmbeddedEngineOptions {
 /** Persisted per-topic record. `last` is the source of truth for offset assignment. */
 interface TopicRecord {
   epoch: string;
+  /** Earlier epochs and where each later one starts; absent while the log has one epoch. */
+  epochs?: EpochStart[];
   first: number;
   last: number;
   createdAt: number;
@@ -278,6 +281,32 @@ export class EmbeddedEngine implements Engine {
       throw this.storageError(err);
     }
     return { ...this.ensureTopicState(topic, record) };
+  }
+
+  async fence(topic: string, epoch: string, seenLast: number): Promise<TopicInfo> {
+    const info = await this.topicInfo(topic);
+    if (info.epoch !== epoch || info.last >= seenLast) return info;
+    let record: TopicRecord | undefined;
+    try {
+      record = await this.root.transaction(() => {
+        const current = this.topicsDb.get(topic);
+        if (!current || current.epoch !== epoch || current.last >= seenLast) return current;
+        const next = newEpoch();
+        const epochs = [...(current.epochs ?? [{ epoch: current.epoch, start: 1 }]), { epoch: next, start: current.last + 1 }];
+        const fenced = { ...current, epoch: next, epochs };
+        this.topicsDb.put(topic, fenced);
+        return fenced;
+      });
+      await this.root.flushed;
+    } catch (err) {
+      throw this.storageError(err);
+    }
+    const state = this.topics.get(topic);
+    if (state && record) {
+      state.epoch = record.epoch;
+      state.epochs = record.epochs ?? state.epochs;
+    }
+    return { ...(state ?? info) };
   }
 
   async listTopics(): Promise<TopicInfo[]> {
@@ -617,6 +646,7 @@ export class EmbeddedEngine implements Engine {
     return {
       topic,
       epoch: record.epoch,
+      epochs: record.epochs ?? [{ epoch: record.epoch, start: 1 }],
       first: record.first,
       last: record.last,
       count: Math.max(0, record.last - record.first + 1),

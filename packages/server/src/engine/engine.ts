@@ -21,9 +21,21 @@ export interface StoredMessage {
   key?: string;
 }
 
+/** One epoch of a topic's log: offsets from `start` on were written under it. */
+export interface EpochStart {
+  epoch: string;
+  start: number;
+}
+
 export interface TopicInfo {
   topic: string;
   epoch: string;
+  /**
+   * Every epoch of the log, oldest first, the current one last. Offsets before
+   * an epoch's `start` are shared with the epoch before it; from `start` on,
+   * the older epoch's messages (if any were acknowledged) were lost.
+   */
+  epochs: EpochStart[];
   /** First retained offset; `last + 1` when nothing is retained. */
   first: number;
   /** Last offset ever assigned; 0 for a topic with no message yet. */
@@ -124,6 +136,14 @@ export interface Engine {
   read(topic: string, from: number, limit: number): Promise<StoredMessage[]>;
   /** Creates the topic's log (and epoch) if it does not exist yet. */
   topicInfo(topic: string): Promise<TopicInfo>;
+  /**
+   * Reports that offsets up to `seenLast` of `epoch` were acknowledged or
+   * delivered. If the log is behind that in the same epoch (it lost its
+   * newest messages, e.g. in a Redis failover), a new epoch begins at
+   * `last + 1`, so that reused offsets are never mistaken for the lost ones.
+   * Returns the topic's state after the check.
+   */
+  fence(topic: string, epoch: string, seenLast: number): Promise<TopicInfo>;
   listTopics(): Promise<TopicInfo[]>;
   /** Removes messages the topic's retention no longer keeps; returns how many. */
   enforceRetention(topic: string, now?: number): Promise<number>;

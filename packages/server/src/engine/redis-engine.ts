@@ -85,6 +85,8 @@ export class RedisEngine implements Engine {
   /** Watched topics: the last offset handed to listeners, and a queue that keeps them in order. */
   private readonly watched = new Map<string, { last: number; epoch: string; queue: Promise<void> }>();
   private readonly registered = new Set<string>();
+  /** Highest offset this node saw acknowledged or delivered per topic, with its epoch (for fencing). */
+  private readonly seen = new Map<string, { epoch: string; last: number }>();
 
   constructor(private readonly options: RedisEngineOptions) {
     this.link = new RedisLink(options);
@@ -149,13 +151,22 @@ export class RedisEngine implements Engine {
     await this.register(topic);
     const k = this.keys(topic);
     const key = options.key ?? '';
+    const seen = this.seen.get(topic);
     const reply = await this.link.eval<[string, number, string, number]>(
       PUBLISH,
       [k.meta, k.log, k.keyPrefix + key],
-      [json, Date.now(), key, this.dedupeWindowMs, this.retention(topic).maxMessages, newEpoch(), k.live],
+      [json, Date.now(), key, this.dedupeWindowMs, this.retention(topic).maxMessages, newEpoch(), k.live, seen?.epoch ?? '', seen?.last ?? 0],
     );
     await this.waitForReplicas();
-    return { offset: Number(reply[1]), epoch: String(reply[2]), ts: Number(reply[3]), duplicate: reply[0] === 'dup' };
+    const outcome = { offset: Number(reply[1]), epoch: String(reply[2]), ts: Number(reply[3]), duplicate: reply[0] === 'dup' };
+    this.noteSeen(topic, outcome.epoch, outcome.offset);
+    return outcome;
+  }
+
+  private noteSeen(topic: string, epoch: string, offset: number): void {
+    const seen = this.seen.get(topic);
+    if (!seen || seen.epoch !== epoch) this.seen.set(topic, { epoch, last: offset });
+    else if (offset > seen.last) seen.last = offset;
   }
 
   private async waitForReplicas(): Promise<void> {
@@ -190,24 +201,32 @@ export class RedisEngine implements Engine {
   }
 
   async topicInfo(topic: string): Promise<TopicInfo> {
-    await this.register(topic);
-    const [epoch, first, last] = await this.link.eval<[string, string, string]>(ENSURE_TOPIC, [this.keys(topic).meta], [
-      newEpoch(),
-      Date.now(),
-    ]);
-    return this.toInfo(topic, epoch, Number(first), Number(last));
+    const seen = this.seen.get(topic);
+    return this.fence(topic, seen?.epoch ?? '', seen?.last ?? 0);
   }
 
-  private toInfo(topic: string, epoch: string, first: number, last: number): TopicInfo {
-    return { topic, epoch, first, last, count: Math.max(0, last - first + 1) };
+  async fence(topic: string, epoch: string, seenLast: number): Promise<TopicInfo> {
+    await this.register(topic);
+    const [current, first, last, epochs] = await this.link.eval<[string, string, string, string | null]>(
+      ENSURE_TOPIC,
+      [this.keys(topic).meta],
+      [newEpoch(), Date.now(), epoch, seenLast],
+    );
+    if (current !== epoch && epoch !== '') this.options.logger?.warn({ topic, lost: epoch, epoch: current }, 'topic log is behind what was seen: new epoch');
+    return this.toInfo(topic, current, Number(first), Number(last), epochs);
+  }
+
+  private toInfo(topic: string, epoch: string, first: number, last: number, epochs?: string | null): TopicInfo {
+    const history = epochs ? (JSON.parse(epochs) as Array<[string, number]>).map(([e, start]) => ({ epoch: e, start })) : [{ epoch, start: 1 }];
+    return { topic, epoch, epochs: history, first, last, count: Math.max(0, last - first + 1) };
   }
 
   async listTopics(): Promise<TopicInfo[]> {
     const names = await this.link.command<string[]>(['SMEMBERS', this.registryKey]);
     const infos = await Promise.all(
       names.map(async (topic) => {
-        const [epoch, first, last] = await this.link.command<Array<string | null>>(['HMGET', this.keys(topic).meta, 'epoch', 'first', 'last']);
-        return epoch ? this.toInfo(topic, epoch, Number(first), Number(last)) : undefined;
+        const [epoch, first, last, epochs] = await this.link.command<Array<string | null>>(['HMGET', this.keys(topic).meta, 'epoch', 'first', 'last', 'epochs']);
+        return epoch ? this.toInfo(topic, epoch, Number(first), Number(last), epochs) : undefined;
       }),
     );
     return infos.filter((i): i is TopicInfo => i !== undefined).sort((a, b) => a.topic.localeCompare(b.topic));
@@ -265,10 +284,24 @@ export class RedisEngine implements Engine {
     });
   }
 
+  /**
+   * Moves a watched topic onto the log's current epoch: offsets after the end
+   * of the epoch the node followed are new messages and must be delivered.
+   */
+  private rebase(state: { last: number; epoch: string }, info: TopicInfo): void {
+    if (state.epoch === info.epoch) return;
+    const i = info.epochs.findIndex((e) => e.epoch === state.epoch);
+    const end = i >= 0 && i + 1 < info.epochs.length ? info.epochs[i + 1]!.start - 1 : info.first - 1;
+    state.last = Math.min(state.last, end);
+    state.epoch = info.epoch;
+  }
+
   /** Hands `message` to listeners after any offsets it skipped, read from the log. */
   private async deliverInOrder(topic: string, message: StoredMessage): Promise<void> {
     const state = this.watched.get(topic);
-    if (!state || message.offset <= state.last) return;
+    if (!state) return;
+    if (message.epoch !== state.epoch) this.rebase(state, await this.topicInfo(topic));
+    if (message.offset <= state.last) return;
     while (state.last + 1 < message.offset) {
       const missing = await this.read(topic, state.last + 1, Math.min(500, message.offset - state.last - 1));
       if (missing.length === 0) {
@@ -284,6 +317,7 @@ export class RedisEngine implements Engine {
   private emit(state: { last: number }, message: StoredMessage): void {
     if (message.offset <= state.last) return;
     state.last = message.offset;
+    this.noteSeen(message.topic, message.epoch, message.offset);
     for (const listener of this.listeners) listener(message);
   }
 
@@ -294,6 +328,7 @@ export class RedisEngine implements Engine {
     state.queue = state.queue
       .then(async () => {
         const info = await this.topicInfo(topic);
+        this.rebase(state, info);
         while (state.last < info.last) {
           const batch = await this.read(topic, state.last + 1, 500);
           if (batch.length === 0) break;

@@ -11,6 +11,22 @@ import { luaScript } from './redis-link.js';
  * `[offset, ts, epoch, key, data]`.
  */
 
+/**
+ * Starts a new epoch at last + 1 when the log is behind what a node saw of
+ * the same epoch (it lost its newest messages, e.g. in a failover). The
+ * epochs field holds the history as JSON [[epoch, start], ...].
+ */
+const FENCE_LIB = `
+local function fence(meta, seenEpoch, seenLast, newEpoch)
+  if seenEpoch == '' then return end
+  local m = redis.call('HMGET', meta, 'epoch', 'last', 'epochs')
+  if m[1] ~= seenEpoch or tonumber(m[2]) >= tonumber(seenLast) then return end
+  local history = cjson.decode(m[3] or cjson.encode({{m[1], 1}}))
+  history[#history + 1] = {newEpoch, tonumber(m[2]) + 1}
+  redis.call('HSET', meta, 'epoch', newEpoch, 'epochs', cjson.encode(history))
+end
+`;
+
 /** Appends one message; shared by publish and dead-lettering. */
 const APPEND = `
 local function append(meta, log, channel, json, now, key, maxMessages, newEpoch)
@@ -34,10 +50,12 @@ end
 
 /**
  * KEYS: meta, log, dedupe key. ARGV: json, now, key ('' for none), dedupe
- * window ms, max messages, new epoch, channel.
+ * window ms, max messages, new epoch, channel, epoch and last offset this
+ * node saw (fencing; '' and 0 for none).
  * Returns {'ok'|'dup', offset, epoch, ts}.
  */
-export const PUBLISH = luaScript(`${APPEND}
+export const PUBLISH = luaScript(`${FENCE_LIB}${APPEND}
+fence(KEYS[1], ARGV[8], ARGV[9], ARGV[6])
 if ARGV[3] ~= '' then
   local seen = redis.call('GET', KEYS[3])
   if seen then
@@ -52,12 +70,16 @@ end
 return {'ok', r[1], r[2], tonumber(ARGV[2])}
 `);
 
-/** KEYS: meta. ARGV: new epoch, now. Returns {epoch, first, last}. */
-export const ENSURE_TOPIC = luaScript(`
+/**
+ * KEYS: meta. ARGV: new epoch, now, epoch and last offset seen (fencing; ''
+ * and 0 for none). Returns {epoch, first, last, epochs JSON or false}.
+ */
+export const ENSURE_TOPIC = luaScript(`${FENCE_LIB}
 if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'first', 1, 'last', 0, 'createdAt', ARGV[2])
 end
-return redis.call('HMGET', KEYS[1], 'epoch', 'first', 'last')
+fence(KEYS[1], ARGV[3], ARGV[4], ARGV[1])
+return redis.call('HMGET', KEYS[1], 'epoch', 'first', 'last', 'epochs')
 `);
 
 /**

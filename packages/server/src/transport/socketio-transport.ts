@@ -51,7 +51,7 @@ export class SocketIoTransport {
       transport: 'socket.io',
       remoteAddress: socket.handshake.address,
       send: (frame: ServerFrame) => {
-        if (frame.op === 'message' || frame.op === 'move') {
+        if (frame.op === 'message' || frame.op === 'move' || frame.op === 'reset') {
           socket.emit(frame.op, frame);
           return;
         }
