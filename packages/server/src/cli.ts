@@ -16,6 +16,8 @@ async function main(): Promise<void> {
     return;
   }
   const node = new BrokerNode(loaded.config);
+  // A rejected promise nobody awaited is a bug to fix, not a reason to drop every connection.
+  process.on('unhandledRejection', (err) => node.logger.error({ err }, 'unhandled rejection'));
   try {
     await node.start();
   } catch (err) {

@@ -158,7 +158,7 @@ function createBackend(url: string, clientOptions: Record<string, unknown>): Bac
 export class RedisLink extends EventEmitter {
   private readonly backend: Backend;
   private readonly timeoutMs: number;
-  private readonly channels = new Map<string, Listener>();
+  private readonly channels = new Map<string, { listener: Listener; buffers: boolean }>();
   private currentState: RedisLinkState = 'connecting';
   private everUp = false;
   private closing = false;
@@ -228,12 +228,15 @@ export class RedisLink extends EventEmitter {
     }
   }
 
-  /** Subscribes to a sharded channel (SSUBSCRIBE); one listener per channel. */
-  async subscribe(channel: string, listener: Listener): Promise<void> {
-    this.channels.set(channel, listener);
+  /**
+   * Subscribes to a sharded channel (SSUBSCRIBE); one listener per channel,
+   * kept across reconnects. `buffers` hands the listener Buffers, not strings.
+   */
+  async subscribe(channel: string, listener: Listener, buffers = false): Promise<void> {
+    this.channels.set(channel, { listener, buffers });
     if (!this.backend.ready) return; // subscribed by resubscribe() once the link is back
     try {
-      await this.backend.sSubscribe(channel, listener);
+      await this.backend.sSubscribe(channel, listener, buffers);
     } catch (err) {
       throw this.translate(err);
     }
@@ -261,9 +264,14 @@ export class RedisLink extends EventEmitter {
         this.backend.send(['SPUBLISH', channel, payload as string], channel, this.timeoutMs),
       sendCommand: (args: string[]) => this.backend.send(args, args[2], this.timeoutMs),
     };
+    // The adapter does not catch subscription failures: go through subscribe(), which never rejects while
+    // Redis is down and subscribes again after a reconnect.
     const sub = {
-      sSubscribe: (channel: string, listener: Listener, buffers?: boolean) => this.backend.sSubscribe(channel, listener, buffers),
-      sUnsubscribe: (channel: string) => this.backend.sUnsubscribe(channel),
+      sSubscribe: (channel: string, listener: Listener, buffers?: boolean) =>
+        this.subscribe(channel, listener, buffers ?? false).catch((err) =>
+          this.options.logger?.warn({ err, channel }, 'Socket.IO adapter subscription failed; retried on reconnect'),
+        ),
+      sUnsubscribe: (channel: string) => this.unsubscribe(channel).catch(() => undefined),
       sPublish: pub.sPublish,
       sendCommand: pub.sendCommand,
     };
@@ -288,9 +296,9 @@ export class RedisLink extends EventEmitter {
 
   /** node-redis restores subscriptions itself; this covers channels added while down. */
   private async resubscribe(): Promise<void> {
-    for (const [channel, listener] of this.channels) {
+    for (const [channel, { listener, buffers }] of this.channels) {
       try {
-        await this.backend.sSubscribe(channel, listener);
+        await this.backend.sSubscribe(channel, listener, buffers);
       } catch (err) {
         this.options.logger?.warn({ err, channel }, 'resubscribe failed');
       }
