@@ -21,6 +21,30 @@ export interface EngineInstance {
 }
 
 /**
+ * A harness for an engine that `make` builds over some fixed storage: open,
+ * reopen over the same storage, and dispose (with `cleanup` after close).
+ */
+export async function reopenable(make: () => Engine, cleanup?: () => void): Promise<EngineInstance> {
+  let engine = make();
+  await engine.open();
+  return {
+    get engine() {
+      return engine;
+    },
+    async reopen() {
+      await engine.close();
+      engine = make();
+      await engine.open();
+      return engine;
+    },
+    async dispose() {
+      await engine.close();
+      cleanup?.();
+    },
+  };
+}
+
+/**
  * The contract every storage engine must meet. Engine test files call this
  * with a harness that opens their engine; the assertions are the same for all.
  */

@@ -1,30 +1,16 @@
 import { rmSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { EmbeddedEngine, type Engine } from '@meshmq/server';
+import { EmbeddedEngine } from '@meshmq/server';
 import { tempDir } from '../helpers/node-process.js';
-import { engineConformance, type EngineFactoryOptions } from './conformance.js';
+import { engineConformance, reopenable, type EngineFactoryOptions } from './conformance.js';
 
 engineConformance('embedded', {
-  async create(options: EngineFactoryOptions = {}) {
+  create(options: EngineFactoryOptions = {}) {
     const dataDir = tempDir('meshmq-engine-');
-    const make = () => new EmbeddedEngine({ dataDir, ...options });
-    let engine: Engine = make();
-    await engine.open();
-    return {
-      get engine() {
-        return engine;
-      },
-      async reopen() {
-        await engine.close();
-        engine = make();
-        await engine.open();
-        return engine;
-      },
-      async dispose() {
-        await engine.close();
-        rmSync(dataDir, { recursive: true, force: true });
-      },
-    };
+    return reopenable(
+      () => new EmbeddedEngine({ dataDir, ...options }),
+      () => rmSync(dataDir, { recursive: true, force: true }),
+    );
   },
 });
 

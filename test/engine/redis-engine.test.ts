@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll } from 'vitest';
-import { RedisEngine, type Engine } from '@meshmq/server';
+import { RedisEngine } from '@meshmq/server';
 import { RedisProcess } from '../helpers/redis-process.js';
-import { engineConformance, type EngineFactoryOptions } from './conformance.js';
+import { engineConformance, reopenable, type EngineFactoryOptions } from './conformance.js';
 
 let redis: RedisProcess;
 beforeAll(async () => {
@@ -13,25 +13,9 @@ afterAll(async () => {
 });
 
 engineConformance('redis', {
-  async create(options: EngineFactoryOptions = {}) {
+  create(options: EngineFactoryOptions = {}) {
     // Each instance gets its own key space in the shared redis-server.
     const keyPrefix = `t${randomBytes(4).toString('hex')}:`;
-    const make = () => new RedisEngine({ url: redis.url, keyPrefix, ...options });
-    let engine: Engine = make();
-    await engine.open();
-    return {
-      get engine() {
-        return engine;
-      },
-      async reopen() {
-        await engine.close();
-        engine = make();
-        await engine.open();
-        return engine;
-      },
-      async dispose() {
-        await engine.close();
-      },
-    };
+    return reopenable(() => new RedisEngine({ url: redis.url, keyPrefix, ...options }));
   },
 });

@@ -1,6 +1,8 @@
 import WebSocket from 'ws';
 
-export type Frame = Record<string, unknown> & { op: string };
+import { messagesOf, waitForCount, type Frame } from './frames.js';
+
+export type { Frame };
 
 /**
  * A bare protocol client over the plain WebSocket endpoint: sends frames as
@@ -72,21 +74,12 @@ export class RawClient {
 
   /** Message frames received so far, optionally for one topic or group. */
   messages(topic?: string, group?: string): Frame[] {
-    return this.frames.filter(
-      (f) => f.op === 'message' && (topic === undefined || f.topic === topic) && (group === undefined || f.group === group),
-    );
+    return messagesOf(this.frames, topic, group);
   }
 
   /** Waits until at least `count` messages matching topic/group have arrived. */
-  async waitForMessages(count: number, topic?: string, group?: string, timeoutMs = 10_000): Promise<Frame[]> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.messages(topic, group).length < count) {
-      if (Date.now() > deadline) {
-        throw new Error(`timed out waiting for ${count} messages, have ${this.messages(topic, group).length}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    return this.messages(topic, group);
+  waitForMessages(count: number, topic?: string, group?: string, timeoutMs = 10_000): Promise<Frame[]> {
+    return waitForCount(() => this.messages(topic, group), count, timeoutMs);
   }
 
   close(): Promise<void> {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, tempDir } from './node-process.js';
 import { RedisProcess } from './redis-process.js';
-import { createServer, connect as connectTcp, type Server, type Socket } from 'node:net';
+import { TcpProxy } from './tcp-proxy.js';
 import { eventually } from './util.js';
 
 const run = promisify(execFile);
@@ -13,61 +13,6 @@ const run = promisify(execFile);
 export async function redisCli(port: number, ...args: string[]): Promise<string> {
   const { stdout } = await run('redis-cli', ['-p', String(port), ...args]);
   return stdout.trim();
-}
-
-/**
- * A TCP proxy in front of the primary through which everyone reaches it. It
- * recognises replication connections (the replica sends PSYNC) and, once
- * cut, drops what the primary sends on them: the replicas silently fall
- * behind while ordinary clients are unaffected.
- */
-class PrimaryProxy {
-  cut = false;
-  private readonly sockets = new Set<Socket>();
-
-  private constructor(
-    private readonly server: Server,
-    readonly port: number,
-  ) {}
-
-  static start(target: number): Promise<PrimaryProxy> {
-    return new Promise((resolve, reject) => {
-      let proxy: PrimaryProxy;
-      const server = createServer((client) => {
-        const upstream = connectTcp(target, '127.0.0.1');
-        let replication = false;
-        for (const socket of [client, upstream]) {
-          proxy.sockets.add(socket);
-          socket.on('close', () => proxy.sockets.delete(socket));
-          socket.on('error', () => {
-            client.destroy();
-            upstream.destroy();
-          });
-        }
-        client.on('data', (chunk) => {
-          if (chunk.includes('PSYNC')) replication = true;
-          upstream.write(chunk);
-        });
-        upstream.on('data', (chunk) => {
-          if (!(replication && proxy.cut)) client.write(chunk);
-        });
-        client.on('close', () => upstream.destroy());
-        upstream.on('close', () => client.destroy());
-      });
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => {
-        const address = server.address();
-        if (typeof address !== 'object' || !address) return reject(new Error('no port'));
-        proxy = new PrimaryProxy(server, address.port);
-        resolve(proxy);
-      });
-    });
-  }
-
-  close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
 }
 
 /**
@@ -82,12 +27,13 @@ export class SentinelSetup {
   private constructor(
     public primary: RedisProcess,
     public replicas: RedisProcess[],
-    private readonly link: PrimaryProxy,
+    private readonly link: TcpProxy,
   ) {}
 
   static async start(master = 'mymaster'): Promise<SentinelSetup> {
     const primary = await RedisProcess.start({ args: ['--repl-diskless-sync-delay', '0'] });
-    const link = await PrimaryProxy.start(primary.port);
+    // Everyone reaches the primary through this proxy, so a test can starve the replicas alone.
+    const link = await TcpProxy.start(primary.port);
     const replicas = [];
     for (let i = 0; i < 2; i++) replicas.push(await RedisProcess.start({ args: ['--replicaof', '127.0.0.1', String(link.port)] }));
     for (const replica of replicas) {
@@ -126,7 +72,7 @@ export class SentinelSetup {
 
   /** From now on the replicas receive nothing more from the primary. */
   cutReplicationLink(): void {
-    this.link.cut = true;
+    this.link.swallowReplies = (sent) => sent.includes('PSYNC');
   }
 
   /** Port the Sentinels announce for the original primary (its proxy). */

@@ -1,5 +1,5 @@
 import { io, type Socket } from 'socket.io-client';
-import type { Frame } from './raw-client.js';
+import { messagesOf, waitForCount, type Frame } from './frames.js';
 
 /**
  * The Socket.IO counterpart of RawClient: each request is an event named by
@@ -51,21 +51,14 @@ export class SioClient {
     }
   }
 
+  /** Message frames received so far, optionally for one topic or group. */
   messages(topic?: string, group?: string): Frame[] {
-    return this.frames.filter(
-      (f) => f.op === 'message' && (topic === undefined || f.topic === topic) && (group === undefined || f.group === group),
-    );
+    return messagesOf(this.frames, topic, group);
   }
 
-  async waitForMessages(count: number, topic?: string, group?: string, timeoutMs = 10_000): Promise<Frame[]> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.messages(topic, group).length < count) {
-      if (Date.now() > deadline) {
-        throw new Error(`timed out waiting for ${count} messages, have ${this.messages(topic, group).length}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    return this.messages(topic, group);
+  /** Waits until at least `count` messages matching topic/group have arrived. */
+  waitForMessages(count: number, topic?: string, group?: string, timeoutMs = 10_000): Promise<Frame[]> {
+    return waitForCount(() => this.messages(topic, group), count, timeoutMs);
   }
 
   async close(): Promise<void> {

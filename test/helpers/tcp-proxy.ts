@@ -6,8 +6,12 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
  * get through (a reply lost in flight).
  */
 export class TcpProxy {
-  /** While true, bytes from the server to the client are dropped. */
-  swallowReplies = false;
+  /**
+   * Which server-to-client bytes to drop: none (false), all (true), or only
+   * on connections whose client has sent bytes matching the function (e.g. a
+   * Redis replica's PSYNC), so one kind of connection can be starved.
+   */
+  swallowReplies: boolean | ((sentByClient: string) => boolean) = false;
   private readonly sockets = new Set<Socket>();
 
   private constructor(
@@ -28,9 +32,15 @@ export class TcpProxy {
             upstream.destroy();
           });
         }
-        client.on('data', (chunk) => upstream.write(chunk));
+        // The start of what the client sent, for swallowReplies filters.
+        let sent = '';
+        client.on('data', (chunk) => {
+          if (sent.length < 4096) sent += chunk.toString('latin1');
+          upstream.write(chunk);
+        });
         upstream.on('data', (chunk) => {
-          if (!proxy.swallowReplies) client.write(chunk);
+          const swallow = proxy.swallowReplies;
+          if (!(typeof swallow === 'function' ? swallow(sent) : swallow)) client.write(chunk);
         });
         client.on('close', () => upstream.destroy());
         upstream.on('close', () => client.destroy());
