@@ -8,9 +8,13 @@ import {
   isValidGroupName,
   isValidTopicName,
   sourceTopicOf,
+  type GroupView,
+  type TopicSummary,
 } from '@meshmq/shared';
 import type { Broker } from './core/broker.js';
 import type { DeadLetter, Engine, GroupInfo, PendingEntry, RetentionPolicy, StoredMessage, TopicInfo } from './engine/engine.js';
+
+export type { GroupView, TopicSummary };
 import type { JsonRoute } from './http-handler.js';
 import type { NodeRecord, NodeStats } from './node-stats.js';
 
@@ -55,34 +59,7 @@ export function localActivity(broker: Broker, stats: NodeStats): TopicActivity {
 
 const memberKey = (topic: string, group: string) => `${topic}\u0000${group}`;
 
-/** One topic in `GET /api/topics`. */
-export interface TopicSummary {
-  topic: string;
-  epoch: string;
-  count: number;
-  first: number;
-  last: number;
-  /** ts of the newest retained message, null when none is retained. */
-  lastMessageAt: number | null;
-  retention: RetentionPolicy;
-  /** Messages per second published through this node over the last seconds. */
-  publishRate: number;
-  /** Fan-out subscriptions on this node. */
-  subscribers: number;
-  /** Consumer groups of the topic. */
-  groups: number;
-  /** Group members connected to this node. */
-  members: number;
-  /** Messages in the topic's dead-letter topic. */
-  deadLetters: number;
-}
 
-export interface GroupView extends GroupInfo {
-  /** Members connected to this node. */
-  members: number;
-  /** Retained messages the group has not taken yet. */
-  ready: number;
-}
 
 const MESSAGES_DEFAULT_LIMIT = 50;
 const PENDING_DEFAULT_LIMIT = 100;

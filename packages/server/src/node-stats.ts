@@ -1,43 +1,10 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import type { NodeRecord, NodeStatus, RateSeries } from '@meshmq/shared';
 
-export type NodeStatus = 'up' | 'draining' | 'down';
+export type { NodeRecord, NodeStatus, RateSeries };
 
-/** Per-interval message rates, oldest first: `in[i]` is messages per second over interval i. */
-export interface RateSeries {
-  intervalMs: number;
-  /** End time of the newest interval (ms since the epoch). */
-  endAt: number;
-  in: number[];
-  out: number[];
-}
 
-/**
- * What one node says about itself: the records of `GET /api/nodes`. The
- * static-peers mode and, later, the Redis membership heartbeat carry the same
- * record.
- */
-export interface NodeRecord {
-  id: string;
-  url: string;
-  status: NodeStatus;
-  version: string;
-  startedAt: number;
-  uptimeMs: number;
-  connections: number;
-  subscriptions: number;
-  messagesInPerSec: number;
-  messagesOutPerSec: number;
-  /** Largest event-loop delay beyond the timer's own resolution in the last sampling interval, ms. */
-  eventLoopLagMs: number;
-  memory: { rss: number; heapUsed: number };
-  /** Null when the node runs without Redis. */
-  redis: { state: string } | null;
-  /** When this record was last confirmed by the node itself (ms since the epoch). */
-  lastSeen: number | null;
-  rates: RateSeries;
-  /** Why the node is shown down (peer records only). */
-  error?: string;
-}
+
 
 /** Cumulative counters the sampler reads (the broker's). */
 export interface CounterSource {

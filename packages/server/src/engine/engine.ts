@@ -12,6 +12,10 @@
  * - Group state (cursor, pending entries, delivery counts) is durable.
  */
 
+import type { DeadLetter, GroupInfo, GroupSettings, PendingEntry, RetentionPolicy } from '@meshmq/shared';
+
+export type { DeadLetter, GroupInfo, GroupSettings, PendingEntry, RetentionPolicy };
+
 export interface StoredMessage {
   topic: string;
   offset: number;
@@ -51,31 +55,8 @@ export interface PublishOutcome {
   duplicate: boolean;
 }
 
-export interface RetentionPolicy {
-  maxMessages: number;
-  maxAgeMs: number;
-}
 
-export interface GroupSettings {
-  ackWaitMs: number;
-  maxDeliveries: number;
-}
 
-export interface GroupInfo extends GroupSettings {
-  topic: string;
-  group: string;
-  /** Next offset this group will take from the topic. */
-  cursor: number;
-  /** Delivered and not yet acked, or waiting for redelivery. */
-  pending: number;
-  /** Age in ms of the oldest pending delivery, 0 when none. */
-  oldestPendingMs: number;
-  /** Deliveries beyond the first, over the group's life. */
-  redeliveries: number;
-  /** Messages moved to the dead-letter topic, over the group's life. */
-  deadLettered: number;
-  createdAt: number;
-}
 
 /** One message handed to one group member. */
 export interface GroupDelivery {
@@ -95,30 +76,7 @@ export interface ClaimResult {
   nextDueAt?: number;
 }
 
-export interface PendingEntry {
-  offset: number;
-  consumer: string | null;
-  delivery: number;
-  deadline: number;
-  firstDeliveredAt: number;
-  lastDeliveredAt: number;
-}
 
-/** Envelope stored as `data` of a message in a dead-letter topic. */
-export interface DeadLetter {
-  topic: string;
-  group: string;
-  offset: number;
-  epoch: string;
-  ts: number;
-  key?: string;
-  data: unknown;
-  deliveries: number;
-  firstDeliveredAt: number;
-  lastDeliveredAt: number;
-  reason: 'max_deliveries';
-  deadLetteredAt: number;
-}
 
 export type MessageListener = (message: StoredMessage) => void;
 /** Leases of `group` became deliverable (released or nacked, possibly by another node). */

@@ -1,72 +1,16 @@
-/** Response shapes of the node's admin API (docs/api.md). */
+/** Response shapes of the node's admin API (docs/api.md); the shared ones come from @meshmq/shared. */
+import type { DeadLetter, GroupView, NodeRecord as NodeRecordBase, TopicSummary } from '@meshmq/shared';
 
-export type NodeStatus = 'up' | 'draining' | 'down';
+export type { DeadLetter, GroupView, NodeStatus, RateSeries, RetentionPolicy, TopicSummary } from '@meshmq/shared';
 
-export interface RateSeries {
-  intervalMs: number;
-  endAt: number;
-  in: number[];
-  out: number[];
-}
-
-export interface NodeRecord {
-  id: string;
-  url: string;
-  status: NodeStatus;
-  version: string;
-  startedAt: number;
-  uptimeMs: number;
-  connections: number;
-  subscriptions: number;
-  messagesInPerSec: number;
-  messagesOutPerSec: number;
-  eventLoopLagMs: number;
-  memory: { rss: number; heapUsed: number };
-  redis: { state: string } | null;
-  lastSeen: number | null;
-  rates: RateSeries;
-  error?: string;
+/** A node record as `GET /api/nodes` lists it: `self` marks the node that answered. */
+export interface NodeRecord extends NodeRecordBase {
   self?: boolean;
 }
 
 export interface NodesResponse {
   mode: 'single' | 'static-peers' | string;
   nodes: NodeRecord[];
-}
-
-export interface RetentionPolicy {
-  maxMessages: number;
-  maxAgeMs: number;
-}
-
-export interface TopicSummary {
-  topic: string;
-  epoch: string;
-  count: number;
-  first: number;
-  last: number;
-  lastMessageAt: number | null;
-  retention: RetentionPolicy;
-  publishRate: number;
-  subscribers: number;
-  groups: number;
-  members: number;
-  deadLetters: number;
-}
-
-export interface GroupView {
-  topic: string;
-  group: string;
-  ackWaitMs: number;
-  maxDeliveries: number;
-  cursor: number;
-  pending: number;
-  oldestPendingMs: number;
-  redeliveries: number;
-  deadLettered: number;
-  createdAt: number;
-  members: number;
-  ready: number;
 }
 
 export interface TopicDetail {
@@ -118,21 +62,6 @@ export interface DeadLetterTopic {
   lastDeadLetteredAt: number | null;
 }
 
-export interface DeadLetterEnvelope {
-  topic: string;
-  group: string;
-  offset: number;
-  epoch: string;
-  ts: number;
-  key?: string;
-  data: unknown;
-  deliveries: number;
-  firstDeliveredAt: number;
-  lastDeliveredAt: number;
-  reason: string;
-  deadLetteredAt: number;
-}
-
 export interface DeadLettersPage {
   topic: string;
   dlqTopic: string;
@@ -140,7 +69,7 @@ export interface DeadLettersPage {
   first: number;
   last: number;
   count: number;
-  messages: Array<{ offset: number; ts: number; letter: DeadLetterEnvelope }>;
+  messages: Array<{ offset: number; ts: number; letter: DeadLetter }>;
   older: number | null;
   newer: number | null;
 }
