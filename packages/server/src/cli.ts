@@ -6,7 +6,10 @@ import { BrokerNode } from './node.js';
 async function main(): Promise<void> {
   let loaded;
   try {
-    loaded = loadConfig(process.argv.slice(2), process.env);
+    const args = process.argv.slice(2);
+    // `pnpm start -- --port 9000` passes the `--` through.
+    if (args[0] === '--') args.shift();
+    loaded = loadConfig(args, process.env);
   } catch (err) {
     process.stderr.write(`meshmq: ${(err as Error).message}\n\n${HELP}`);
     process.exit(2);
