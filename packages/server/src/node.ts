@@ -132,6 +132,7 @@ export class BrokerNode {
     return {
       status: 'ok',
       node: this.config.nodeId,
+      pid: process.pid,
       version: VERSION,
       engine: this.engine.kind,
       uptimeMs: Date.now() - this.startedAt,
