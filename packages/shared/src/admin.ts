@@ -67,7 +67,7 @@ export interface RateSeries {
 
 /**
  * What one node says about itself: the records of `GET /api/nodes`. The
- * static-peers mode and, later, the Redis membership heartbeat carry the same
+ * static-peers mode and the Redis membership heartbeat carry the same
  * record.
  */
 export interface NodeRecord {
