@@ -96,7 +96,7 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'host', env: 'HOST', key: 'host', help: 'interface to bind (default 127.0.0.1)', parse: String },
   { flag: 'data-dir', env: 'DATA_DIR', key: 'dataDir', help: 'data directory of the embedded engine (default ./data)', parse: String },
   { flag: 'node-id', env: 'NODE_ID', key: 'nodeId', help: 'name of this node (default <hostname>:<port>)', parse: String },
-  { flag: 'public-url', env: 'PUBLIC_URL', key: 'publicUrl', help: 'URL clients use to reach this node (default http://<host>:<port>)', parse: String },
+  { flag: 'public-url', env: 'PUBLIC_URL', key: 'publicUrl', help: 'URL clients use to reach this node (default http://<host>:<port>, the host name when binding 0.0.0.0)', parse: String },
   { flag: 'max-message-bytes', env: 'MAX_MESSAGE_BYTES', key: 'maxMessageBytes', help: `largest JSON-encoded message data (default ${DEFAULTS.maxMessageBytes})`, parse: int('max-message-bytes') },
   { flag: 'dedupe-window', env: 'DEDUPE_WINDOW', key: 'dedupeWindowMs', help: 'window for idempotent publish keys (default 2m)', parse: duration('dedupe-window') },
   { flag: 'retention-messages', env: 'RETENTION_MESSAGES', key: 'retention', help: `messages kept per topic (default ${DEFAULTS.retentionMaxMessages})`, parse: int('retention-messages') },
@@ -224,7 +224,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): { config: No
   const partial = config as unknown as NodeConfig;
   partial.dataDir = resolve(partial.dataDir);
   partial.nodeId ||= `${hostname()}:${partial.port}`;
-  partial.publicUrl ||= `http://${partial.host.includes(':') ? `[${partial.host}]` : partial.host}:${partial.port}`;
+  // A wildcard bind address is no address for clients: advertise the host name instead.
+  const advertised = partial.host === '0.0.0.0' || partial.host === '::' ? hostname() : partial.host;
+  partial.publicUrl ||= `http://${advertised.includes(':') ? `[${advertised}]` : advertised}:${partial.port}`;
   return { config: partial, help: values.help === true };
 }
 
