@@ -1,5 +1,5 @@
 /** Response shapes of the node's admin API (docs/api.md); the shared ones come from @meshmq/shared. */
-import type { DeadLetter, GroupView, NodeRecord as NodeRecordBase, TopicSummary } from '@meshmq/shared';
+import type { DeadLetter, GroupView, NodeRecord as NodeRecordBase, PendingEntry, TopicSummary } from '@meshmq/shared';
 
 export type { DeadLetter, GroupView, NodeStatus, RateSeries, RetentionPolicy, TopicSummary } from '@meshmq/shared';
 
@@ -36,13 +36,7 @@ export interface MessagesPage {
   newer: number | null;
 }
 
-export interface PendingView {
-  offset: number;
-  consumer: string | null;
-  delivery: number;
-  deadline: number;
-  firstDeliveredAt: number;
-  lastDeliveredAt: number;
+export interface PendingView extends PendingEntry {
   state: 'leased' | 'delayed' | 'due';
   ageMs: number;
   message: MessageView | null;
