@@ -5,7 +5,11 @@ export interface Connection {
   /** Transport name, for logs and stats: `ws` or `socket.io`. */
   readonly transport: string;
   readonly remoteAddress: string;
-  send(frame: ServerFrame): void;
+  /**
+   * Sends one frame. `encode`, when given, returns the frame's JSON text as
+   * UTF-8 bytes, encoded once for all the connections a message fans out to.
+   */
+  send(frame: ServerFrame, encode?: () => Buffer): void;
   /** Bytes queued and not yet written to the socket. */
   bufferedAmount(): number;
   close(code: number, reason: string): void;

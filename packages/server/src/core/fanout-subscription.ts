@@ -1,6 +1,6 @@
 import type { Engine, StoredMessage } from '../engine/engine.js';
 import type { Connection } from './connection.js';
-import { toMessageFrame } from './message-frame.js';
+import { sharedMessageFrame } from './message-frame.js';
 
 const CATCH_UP_BATCH = 500;
 /** Bytes queued on a connection above which delivery waits for it to drain. */
@@ -73,7 +73,8 @@ export class FanoutSubscription {
   }
 
   private deliver(message: StoredMessage): void {
-    this.connection.send(toMessageFrame(message));
+    const { frame, encode } = sharedMessageFrame(message);
+    this.connection.send(frame, encode);
     this.next = message.offset + 1;
     this.onDelivered(1);
   }

@@ -17,3 +17,16 @@ export function toMessageFrame(message: StoredMessage, group?: { group: string; 
   }
   return frame;
 }
+
+const frames = new WeakMap<StoredMessage, { frame: MessageFrame; bytes?: Buffer }>();
+
+/**
+ * The fan-out frame of a live message, built once however many subscribers
+ * get it (the broker hands the same object to all of them).
+ */
+export function sharedMessageFrame(message: StoredMessage): { frame: MessageFrame; encode: () => Buffer } {
+  let entry = frames.get(message);
+  if (!entry) frames.set(message, (entry = { frame: toMessageFrame(message) }));
+  const cached = entry;
+  return { frame: cached.frame, encode: () => (cached.bytes ??= Buffer.from(JSON.stringify(cached.frame))) };
+}

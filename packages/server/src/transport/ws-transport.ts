@@ -37,8 +37,10 @@ export class WsTransport {
     const connection: Connection = {
       transport: 'ws',
       remoteAddress: req.socket.remoteAddress ?? '',
-      send: (frame: ServerFrame) => {
-        if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(frame));
+      send: (frame: ServerFrame, encode?: () => Buffer) => {
+        if (ws.readyState !== ws.OPEN) return;
+        if (encode) ws.send(encode(), { binary: false });
+        else ws.send(JSON.stringify(frame));
       },
       bufferedAmount: () => ws.bufferedAmount,
       close: (code, reason) => ws.close(code, reason),
