@@ -158,11 +158,7 @@ export class Session {
         `'data' is ${size} bytes encoded; the limit is ${this.broker.options.maxMessageBytes}`,
       );
     }
-    const outcome = await this.broker.engine.publish(
-      request.topic,
-      request.data,
-      request.key === undefined ? {} : { key: request.key },
-    );
+    const outcome = await this.broker.engine.publish(request.topic, request.data, request.key === undefined ? { json } : { key: request.key, json });
     if (!outcome.duplicate) this.broker.countIn(request.topic);
     return outcome;
   }

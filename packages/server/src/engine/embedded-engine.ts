@@ -12,6 +12,7 @@ import type {
   GroupSettings,
   MessageListener,
   PendingEntry,
+  PublishOptions,
   PublishOutcome,
   RetentionPolicy,
   StoredMessage,
@@ -173,10 +174,10 @@ export class EmbeddedEngine implements Engine {
 
   // ---- topics ------------------------------------------------------------------
 
-  async publish(topic: string, data: unknown, options: { key?: string } = {}): Promise<PublishOutcome> {
-    const json = JSON.stringify(data);
+  async publish(topic: string, data: unknown, options: PublishOptions = {}): Promise<PublishOutcome> {
+    const json = options.json ?? JSON.stringify(data);
     if (json === undefined) throw new MeshError('bad_request', "'data' must be a JSON value");
-    return this.append(topic, json, options.key);
+    return this.append(topic, data, json, options.key);
   }
 
   /**
@@ -185,6 +186,7 @@ export class EmbeddedEngine implements Engine {
    */
   private async append(
     topic: string,
+    data: unknown,
     json: string,
     key: string | undefined,
     alsoInTransaction?: () => void,
@@ -231,7 +233,7 @@ export class EmbeddedEngine implements Engine {
     }
     const { message, ...outcome } = result;
     if (message) {
-      message.data = JSON.parse(json);
+      message.data = data;
       this.sequencer.push(message);
     } else {
       // A duplicate of a publish still in flight must not be answered before it is durable.
@@ -501,7 +503,7 @@ export class EmbeddedEngine implements Engine {
     if (message.key !== undefined) letter.key = message.key;
     state.deadLettered += 1;
     try {
-      await this.append(deadLetterTopicOf(state.topic), JSON.stringify(letter), undefined, () => {
+      await this.append(deadLetterTopicOf(state.topic), letter, JSON.stringify(letter), undefined, () => {
         this.pendingDb.remove([state.topic, state.group, entry.offset]);
         this.groupsDb.put([state.topic, state.group], this.groupRecord(state));
       });

@@ -48,6 +48,13 @@ export interface TopicInfo {
   count: number;
 }
 
+export interface PublishOptions {
+  /** Idempotency key. */
+  key?: string;
+  /** `JSON.stringify(data)`, when the caller has it already. */
+  json?: string;
+}
+
 export interface PublishOutcome {
   offset: number;
   epoch: string;
@@ -89,7 +96,8 @@ export interface Engine {
   open(): Promise<void>;
   close(): Promise<void>;
 
-  publish(topic: string, data: unknown, options?: { key?: string }): Promise<PublishOutcome>;
+  /** `json`, when given, is `data` already encoded (the caller measured it), so it is not encoded twice. */
+  publish(topic: string, data: unknown, options?: PublishOptions): Promise<PublishOutcome>;
   /** Up to `limit` retained messages with offset >= `from`, in offset order. */
   read(topic: string, from: number, limit: number): Promise<StoredMessage[]>;
   /** Creates the topic's log (and epoch) if it does not exist yet. */

@@ -9,6 +9,7 @@ import type {
   MessageListener,
   PendingEntry,
   WakeListener,
+  PublishOptions,
   PublishOutcome,
   RetentionPolicy,
   StoredMessage,
@@ -145,8 +146,8 @@ export class RedisEngine implements Engine {
 
   // ---- topics ------------------------------------------------------------------
 
-  async publish(topic: string, data: unknown, options: { key?: string } = {}): Promise<PublishOutcome> {
-    const json = JSON.stringify(data);
+  async publish(topic: string, data: unknown, options: PublishOptions = {}): Promise<PublishOutcome> {
+    const json = options.json ?? JSON.stringify(data);
     if (json === undefined) throw new MeshError('bad_request', "'data' must be a JSON value");
     await this.register(topic);
     const k = this.keys(topic);
