@@ -86,6 +86,8 @@ export class RedisEngine implements Engine {
   /** Watched topics: the last offset handed to listeners, and a queue that keeps them in order. */
   private readonly watched = new Map<string, { last: number; epoch: string; queue: Promise<void> }>();
   private readonly registered = new Set<string>();
+  /** The last watch or unwatch step of each topic still running. */
+  private readonly watchSteps = new Map<string, Promise<void>>();
   /** Highest offset this node saw acknowledged or delivered per topic, with its epoch (for fencing). */
   private readonly seen = new Map<string, { epoch: string; last: number }>();
 
@@ -246,21 +248,44 @@ export class RedisEngine implements Engine {
 
   // ---- live --------------------------------------------------------------------
 
-  async watch(topic: string): Promise<void> {
+  watch(topic: string): Promise<void> {
+    return this.serially(topic, () => this.startWatching(topic));
+  }
+
+  unwatch(topic: string): Promise<void> {
+    return this.serially(topic, async () => {
+      if (this.watched.delete(topic)) await this.link.unsubscribe(this.keys(topic).live);
+    });
+  }
+
+  /** Runs watch and unwatch of one topic one after the other, so an unsubscribe never undoes a later subscribe. */
+  private serially(topic: string, step: () => Promise<void>): Promise<void> {
+    const run = (this.watchSteps.get(topic) ?? Promise.resolve()).catch(() => undefined).then(step);
+    this.watchSteps.set(topic, run);
+    const forget = () => {
+      if (this.watchSteps.get(topic) === run) this.watchSteps.delete(topic);
+    };
+    run.then(forget, forget);
+    return run;
+  }
+
+  private async startWatching(topic: string): Promise<void> {
     if (this.watched.has(topic)) return;
     const state = { last: Number.MAX_SAFE_INTEGER, epoch: '', queue: Promise.resolve() };
     this.watched.set(topic, state);
     const k = this.keys(topic);
-    await this.link.subscribe(k.live, (payload) => this.onLive(topic, payload));
-    // Subscribed first, then read the edge: anything after it arrives live or is filled from the log.
-    const info = await this.topicInfo(topic);
-    state.last = info.last;
-    state.epoch = info.epoch;
-  }
-
-  async unwatch(topic: string): Promise<void> {
-    if (!this.watched.delete(topic)) return;
-    await this.link.unsubscribe(this.keys(topic).live);
+    try {
+      await this.link.subscribe(k.live, (payload) => this.onLive(topic, payload));
+      // Subscribed first, then read the edge: anything after it arrives live or is filled from the log.
+      const info = await this.topicInfo(topic);
+      state.last = info.last;
+      state.epoch = info.epoch;
+    } catch (err) {
+      // Not watched after all: the next watch() starts over.
+      if (this.watched.get(topic) === state) this.watched.delete(topic);
+      await this.link.unsubscribe(k.live).catch(() => undefined);
+      throw err;
+    }
   }
 
   private onLive(topic: string, payload: string): void {
