@@ -56,3 +56,43 @@ describe('after a Redis outage, on an idle topic', () => {
     await Promise.all([sub.close(), pub.close()]);
   }, 60_000);
 });
+
+describe('after Redis restarts empty (no persistence)', () => {
+  let redis: RedisProcess;
+  let node: NodeProcess;
+  beforeAll(async () => {
+    redis = await RedisProcess.start({ aof: false });
+    node = await NodeProcess.start({ env: { REDIS_URL: redis.url, NODE_ID: 'solo', HEARTBEAT: '300ms' } });
+  });
+  afterAll(async () => {
+    await node?.dispose();
+    await redis?.dispose();
+  });
+
+  it('tells live subscribers their messages are gone and goes on with the new log; groups come back', async () => {
+    const topic = 'amnesia';
+    const sub = await RawClient.connect(node.wsUrl);
+    const subscribed = await sub.ok({ op: 'subscribe', topic });
+    const member = await RawClient.connect(node.wsUrl);
+    await member.ok({ op: 'subscribe', topic, group: 'g' });
+    const pub = await RawClient.connect(node.wsUrl);
+    for (const n of [1, 2]) await pub.ok({ op: 'publish', topic, data: `old ${n}` });
+    await sub.waitForMessages(2, topic);
+    await member.waitForMessages(2, topic, 'g');
+    await redis.kill();
+    await redis.start();
+    const after = await eventually(async () => {
+      const reply = await pub.request({ op: 'publish', topic, data: 'new 1' });
+      return reply.op === 'ok' && reply;
+    }, 15_000);
+    expect(after.offset).toBe(1);
+    expect(after.epoch).not.toBe(subscribed.epoch);
+    const reset = await sub.waitFor((f) => f.op === 'reset', 15_000);
+    expect(reset).toMatchObject({ topic, from: 1, missing: { from: 1, to: 2 }, epoch: after.epoch });
+    const fresh = await sub.waitFor((f) => f.op === 'message' && f.epoch === after.epoch, 15_000);
+    expect(fresh).toMatchObject({ offset: 1, data: 'new 1' });
+    const again = await member.waitFor((f) => f.op === 'message' && f.data === 'new 1', 15_000);
+    expect(again).toMatchObject({ group: 'g', delivery: 1 });
+    await Promise.all([sub.close(), member.close(), pub.close()]);
+  }, 60_000);
+});

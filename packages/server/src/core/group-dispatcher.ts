@@ -97,9 +97,15 @@ export class GroupDispatcher {
         () => {
           this.retryMs = RETRY_MIN_MS;
         },
-        (err) => {
+        async (err) => {
+          if (err instanceof MeshError && err.code === 'not_found') {
+            // The group vanished under its members (a Redis that lost its data): create it again from the
+            // start of the log, since nothing says what of it the group has processed (at least once).
+            await this.engine.ensureGroup(this.topic, this.group, { startAt: 1 }).catch(() => undefined);
+          } else {
+            this.onError(err);
+          }
           // Nothing else may come to wake this group (a lease that ended while Redis was down): try again.
-          this.onError(err);
           this.schedule(Date.now() + this.retryMs);
           this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
         },
