@@ -200,6 +200,31 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         ]);
       });
 
+      it('refuses to settle a delivery whose message was lost with its epoch', async () => {
+        const { engine } = await create();
+        const topic = uniqueTopic();
+        await engine.ensureGroup(topic, 'g', { startAt: 1 });
+        for (const n of range(1, 3)) await engine.publish(topic, n);
+        const old = (await engine.topicInfo(topic)).epoch;
+        const { deliveries } = await engine.claim(topic, 'g', 'A', 3);
+        expect(deliveries.map((d) => d.message.offset)).toEqual([1, 2, 3]);
+        // Offsets 3..5 of the old epoch were seen, the log ends at 3: a new epoch starts at 4.
+        await engine.fence(topic, old, 5);
+        await engine.ack(topic, 'g', 1, old);
+        await engine.nack(topic, 'g', 2, 0, Date.now(), old);
+        await engine.ack(topic, 'g', 3, old);
+        await engine.publish(topic, 'new 4');
+        const next = await engine.claim(topic, 'g', 'A', 5);
+        expect(next.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([
+          [2, 2],
+          [4, 1],
+        ]);
+        await expect(engine.ack(topic, 'g', 4, old)).rejects.toMatchObject({ code: 'not_found' });
+        await expect(engine.nack(topic, 'g', 4, 0, Date.now(), old)).rejects.toMatchObject({ code: 'not_found' });
+        await expect(engine.ack(topic, 'g', 4, 'never-existed')).rejects.toMatchObject({ code: 'not_found' });
+        await engine.ack(topic, 'g', 4, (await engine.topicInfo(topic)).epoch);
+      });
+
       it('truncates the front of a log without reusing offsets', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();

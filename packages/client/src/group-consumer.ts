@@ -181,7 +181,8 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
           ),
         );
       } else {
-        const request: Record<string, unknown> = { op, topic: this.topic, group: this.group, offset: frame.offset };
+        // The epoch makes the node refuse it if the message at this offset was lost and replaced meanwhile.
+        const request: Record<string, unknown> = { op, topic: this.topic, group: this.group, offset: frame.offset, epoch: frame.epoch };
         if (delay !== undefined && delay > 0) request.delay = delay;
         settling = this.host.request(link, request).then(() => undefined);
       }

@@ -83,12 +83,16 @@ const unsubscribe = z.strictObject({
   group: group.optional(),
 });
 
+/** The epoch the delivery came with: the node refuses to settle another message that took over its offset. */
+const deliveryEpoch = z.string().max(64).optional();
+
 const ack = z.strictObject({
   op: z.literal('ack'),
   id: requestId,
   topic,
   group,
   offset,
+  epoch: deliveryEpoch,
 });
 
 const nack = z.strictObject({
@@ -98,6 +102,7 @@ const nack = z.strictObject({
   group,
   offset,
   delay: between(LIMITS.nackDelayMs.min, LIMITS.nackDelayMs.max).optional(),
+  epoch: deliveryEpoch,
 });
 
 const history = z.strictObject({

@@ -65,14 +65,14 @@ export class GroupDispatcher {
     }
   }
 
-  async ack(member: GroupMember, offset: number): Promise<void> {
-    await this.engine.ack(this.topic, this.group, offset);
+  async ack(member: GroupMember, offset: number, epoch?: string): Promise<void> {
+    await this.engine.ack(this.topic, this.group, offset, epoch);
     this.forget(offset);
     this.pump();
   }
 
-  async nack(member: GroupMember, offset: number, delayMs: number): Promise<void> {
-    const dueAt = await this.engine.nack(this.topic, this.group, offset, delayMs);
+  async nack(member: GroupMember, offset: number, delayMs: number, epoch?: string): Promise<void> {
+    const dueAt = await this.engine.nack(this.topic, this.group, offset, delayMs, Date.now(), epoch);
     this.forget(offset);
     this.schedule(dueAt);
     this.pump();

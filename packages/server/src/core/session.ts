@@ -277,13 +277,13 @@ export class Session {
   private async ack(request: AckRequest): Promise<void> {
     const membership = this.groups.get(membershipKey(request.topic, request.group));
     if (!membership) throw this.notMember(request.topic, request.group);
-    await membership.dispatcher.ack(membership.member, request.offset);
+    await membership.dispatcher.ack(membership.member, request.offset, request.epoch);
   }
 
   private async nack(request: NackRequest): Promise<void> {
     const membership = this.groups.get(membershipKey(request.topic, request.group));
     if (!membership) throw this.notMember(request.topic, request.group);
-    await membership.dispatcher.nack(membership.member, request.offset, request.delay ?? 0);
+    await membership.dispatcher.nack(membership.member, request.offset, request.delay ?? 0, request.epoch);
   }
 
   private async history(request: HistoryRequest): Promise<HistoryResult> {

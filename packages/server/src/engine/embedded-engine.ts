@@ -18,6 +18,7 @@ import type {
   StoredMessage,
   TopicInfo,
 } from './engine.js';
+import { epochHolds } from './engine.js';
 import { LiveSequencer } from './live-sequencer.js';
 
 export interface EmbeddedEngineOptions {
@@ -514,16 +515,18 @@ export class EmbeddedEngine implements Engine {
     }
   }
 
-  async ack(topic: string, group: string, offset: number): Promise<void> {
+  async ack(topic: string, group: string, offset: number, epoch?: string): Promise<void> {
     const state = this.requireGroup(topic, group);
+    this.assertEpochHolds(topic, group, offset, epoch);
     if (!state.pending.delete(offset)) {
       throw new MeshError('not_found', `offset ${offset} is not pending in group '${group}' of topic '${topic}'`);
     }
     await this.write(() => this.pendingDb.remove([topic, group, offset]));
   }
 
-  async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now()): Promise<number> {
+  async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now(), epoch?: string): Promise<number> {
     const state = this.requireGroup(topic, group);
+    this.assertEpochHolds(topic, group, offset, epoch);
     const entry = state.pending.get(offset);
     if (!entry) {
       throw new MeshError('not_found', `offset ${offset} is not pending in group '${group}' of topic '${topic}'`);
@@ -532,6 +535,12 @@ export class EmbeddedEngine implements Engine {
     entry.deadline = now + delayMs;
     await this.write(() => this.pendingDb.put([topic, group, offset], entry));
     return entry.deadline;
+  }
+
+  private assertEpochHolds(topic: string, group: string, offset: number, epoch: string | undefined): void {
+    const info = this.topics.get(topic);
+    if (epoch === undefined || !info || epochHolds(info.epochs, epoch, offset)) return;
+    throw new MeshError('not_found', `offset ${offset} of epoch ${epoch} in group '${group}' of topic '${topic}' was lost; another message holds it now`);
   }
 
   async release(topic: string, group: string, consumer: string): Promise<number> {

@@ -31,6 +31,18 @@ export interface EpochStart {
   start: number;
 }
 
+/**
+ * True when the message at `offset` in epoch `epoch` is still the one in the
+ * log: `epoch` is the current one, or an earlier one that `offset` precedes
+ * the end of.
+ */
+export function epochHolds(epochs: readonly EpochStart[], epoch: string, offset: number): boolean {
+  const i = epochs.findIndex((e) => e.epoch === epoch);
+  if (i < 0) return false;
+  const next = epochs[i + 1];
+  return next === undefined || offset < next.start;
+}
+
 export interface TopicInfo {
   topic: string;
   epoch: string;
@@ -149,10 +161,14 @@ export interface Engine {
    * reached maxDeliveries is moved to the dead-letter topic instead.
    */
   claim(topic: string, group: string, consumer: string, max: number, now?: number): Promise<ClaimResult>;
-  /** Settles a pending delivery. Throws `not_found` if the offset is not pending. */
-  ack(topic: string, group: string, offset: number): Promise<void>;
-  /** Makes a pending delivery deliverable again after `delayMs`. Throws `not_found` if not pending. */
-  nack(topic: string, group: string, offset: number, delayMs: number, now?: number): Promise<number>;
+  /**
+   * Settles a pending delivery. Throws `not_found` if the offset is not
+   * pending, or if `epoch` (the epoch the message was delivered with) says
+   * the member's message at that offset was lost and another one holds it now.
+   */
+  ack(topic: string, group: string, offset: number, epoch?: string): Promise<void>;
+  /** Makes a pending delivery deliverable again after `delayMs`. Throws `not_found` as ack does. */
+  nack(topic: string, group: string, offset: number, delayMs: number, now?: number, epoch?: string): Promise<number>;
   /** Makes every delivery leased to `consumer` deliverable now; returns how many. */
   release(topic: string, group: string, consumer: string): Promise<number>;
   deleteGroup(topic: string, group: string): Promise<void>;

@@ -471,15 +471,15 @@ export class RedisEngine implements Engine {
     return result;
   }
 
-  async ack(topic: string, group: string, offset: number): Promise<void> {
+  async ack(topic: string, group: string, offset: number, epoch?: string): Promise<void> {
     const k = this.groupKeys(topic, group);
-    await this.link.eval(ACK, [k.log, k.leases], [group, `${offset}-0`, topic]);
+    await this.link.eval(ACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, topic, epoch ?? '']);
   }
 
-  async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now()): Promise<number> {
+  async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now(), epoch?: string): Promise<number> {
     const k = this.groupKeys(topic, group);
     const dueAt = now + delayMs;
-    await this.link.eval(NACK, [k.log, k.leases], [group, `${offset}-0`, dueAt, topic, k.live]);
+    await this.link.eval(NACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, dueAt, topic, k.live, epoch ?? '']);
     return dueAt;
   }
 

@@ -228,8 +228,32 @@ end
 return {out, nextDue}
 `);
 
-/** KEYS: log, leases. ARGV: group, id, topic. */
-export const ACK = luaScript(`
+/**
+ * Refuses an ack or nack that names an epoch whose message at that offset
+ * was lost (another message holds the offset now).
+ */
+const EPOCH_HOLDS_LIB = `
+local function epochHolds(meta, epoch, offset)
+  if epoch == '' then return true end
+  local m = redis.call('HMGET', meta, 'epoch', 'epochs')
+  if m[1] == epoch then return true end
+  if not m[2] then return false end
+  local history = cjson.decode(m[2])
+  for i, e in ipairs(history) do
+    if e[1] == epoch then
+      local nextEpoch = history[i + 1]
+      return nextEpoch == nil or offset < nextEpoch[2]
+    end
+  end
+  return false
+end
+`;
+
+/** KEYS: log, leases, meta. ARGV: group, id, topic, epoch ('' for any). */
+export const ACK = luaScript(`${EPOCH_HOLDS_LIB}
+if not epochHolds(KEYS[3], ARGV[4], tonumber(string.sub(ARGV[2], 1, -3))) then
+  return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' of epoch ' .. ARGV[4] .. ' was lost; another message holds it now')
+end
 local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[2], 'd:' .. ARGV[2], 'f:' .. ARGV[2])
 if n == 0 then
@@ -238,8 +262,11 @@ end
 return n
 `);
 
-/** KEYS: log, leases. ARGV: group, id, due at, topic, live channel. */
-export const NACK = luaScript(`
+/** KEYS: log, leases, meta. ARGV: group, id, due at, topic, live channel, epoch ('' for any). */
+export const NACK = luaScript(`${EPOCH_HOLDS_LIB}
+if not epochHolds(KEYS[3], ARGV[6], tonumber(string.sub(ARGV[2], 1, -3))) then
+  return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' of epoch ' .. ARGV[6] .. ' was lost; another message holds it now')
+end
 local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if not ok or #p == 0 then
   return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' is not pending in group ' .. ARGV[1] .. ' of topic ' .. ARGV[4])
