@@ -454,12 +454,11 @@ export class RedisEngine implements Engine {
     const dlqTopic = deadLetterTopicOf(topic);
     const dlq = this.keys(dlqTopic);
     if (!this.registered.has(dlqTopic)) await this.register(dlqTopic);
-    const [entries, nextDue] = await this.link.eval<[Array<[string, string[], number, number]>, number]>(
+    const [entries, nextDue, epoch] = await this.link.eval<[Array<[string, string[], number, number]>, number, string]>(
       CLAIM,
       [k.log, k.meta, k.group, k.leases, dlq.meta, dlq.log],
       [group, consumer, max, now, CLAIM_SCAN, newEpoch(), this.retention(dlqTopic).maxMessages, dlq.live, topic],
     );
-    const epoch = entries.length > 0 ? ((await this.link.command<Array<string | null>>(['HMGET', k.meta, 'epoch']))[0] ?? '') : '';
     const result: ClaimResult = {
       deliveries: entries.map(([id, flat, delivery, deadline]) => ({
         message: this.toMessage(topic, epoch, id, flat),

@@ -164,7 +164,7 @@ return redis.call('HMGET', KEYS[3], 'ackWaitMs', 'maxDeliveries', 'createdAt', '
  * KEYS: log, meta, group hash, leases hash, dlq meta, dlq log.
  * ARGV: group, consumer, max, now, scan limit, dlq new epoch, dlq max
  * messages, dlq channel, topic.
- * Returns {{{id, fields, delivery, deadline}...}, nextDueAt or -1}.
+ * Returns {{{id, fields, delivery, deadline}...}, nextDueAt or -1, the topic's epoch}.
  */
 export const CLAIM = luaScript(`${APPEND}
 local settings = redis.call('HMGET', KEYS[3], 'ackWaitMs', 'maxDeliveries')
@@ -225,7 +225,7 @@ if #out < max then
     end
   end
 end
-return {out, nextDue}
+return {out, nextDue, redis.call('HGET', KEYS[2], 'epoch') or ''}
 `);
 
 /**
