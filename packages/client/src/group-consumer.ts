@@ -1,4 +1,4 @@
-import { DEFAULTS, MeshError, type MessageFrame, type SubscribeResult } from '@meshmq/shared';
+import { DEFAULTS, MeshError, type MessageFrame } from '@meshmq/shared';
 import type { Link } from './link.js';
 import { Resumable, type ResumableHost } from './resumable.js';
 import type { Gap, GroupMessage } from './types.js';
@@ -103,16 +103,9 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
     // `from` only positions a group that does not exist yet; send it on the first join only.
     if (this.options.from !== undefined && !this.joined) frame.from = this.options.from;
     this.opening = link;
-    let reply: SubscribeResult;
-    try {
-      reply = (await this.host.request(link, frame)) as unknown as SubscribeResult;
-    } catch (err) {
-      this.opening = undefined;
-      this.failed(link, MeshError.from(err));
-      return [];
-    } finally {
-      if (this.opening === link) this.opening = undefined;
-    }
+    const reply = await this.subscribeOn(link, frame);
+    if (this.opening === link) this.opening = undefined;
+    if (!reply) return [];
     this.current = link;
     this.joined = true;
     if (reply.ackWait !== undefined) this.ackWaitMs = reply.ackWait;

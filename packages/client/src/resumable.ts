@@ -1,4 +1,4 @@
-import { MeshError, type ErrorCode, type OkFrame } from '@meshmq/shared';
+import { MeshError, type ErrorCode, type OkFrame, type SubscribeResult } from '@meshmq/shared';
 import type { Link } from './link.js';
 import type { Gap } from './types.js';
 
@@ -110,6 +110,16 @@ export abstract class Resumable {
     this.confirmed = true;
     clearTimeout(this.readyTimer);
     this.resolveReady();
+  }
+
+  /** Sends a subscribe frame on `link`; a failure is handled here and resolves undefined. */
+  protected async subscribeOn(link: Link, frame: Record<string, unknown>): Promise<SubscribeResult | undefined> {
+    try {
+      return (await this.host.request(link, frame)) as unknown as SubscribeResult;
+    } catch (err) {
+      this.failed(link, MeshError.from(err));
+      return undefined;
+    }
   }
 
   /** Handles a failed subscribe sent on `link`. */

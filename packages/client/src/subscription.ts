@@ -113,12 +113,9 @@ export class FanoutSubscription<T = unknown> extends Resumable implements Subscr
     if (from !== undefined) frame.from = from;
     if (epoch !== undefined) frame.epoch = epoch;
     this.opening = { link, early: [] };
-    let reply: SubscribeResult;
-    try {
-      reply = (await this.host.request(link, frame)) as unknown as SubscribeResult;
-    } catch (err) {
+    const reply = await this.subscribeOn(link, frame);
+    if (!reply) {
       this.opening = undefined;
-      this.failed(link, MeshError.from(err));
       return [];
     }
     const early = this.opening?.link === link ? this.opening.early : [];
