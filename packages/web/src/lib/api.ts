@@ -60,3 +60,34 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
 }
 
 export const enc = encodeURIComponent;
+
+/** Where a page of a log starts: before an offset (newest first), from one, or the newest. */
+export interface PageCursor {
+  before?: number;
+  from?: number;
+}
+
+/** Query string of a page request. */
+export function pageQuery(at: PageCursor, limit: number): URLSearchParams {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (at.before !== undefined) query.set('before', String(at.before));
+  if (at.from !== undefined) query.set('from', String(at.from));
+  return query;
+}
+
+/**
+ * Runs loads so that only the newest one's outcome is applied: a slow answer
+ * to an older request never overwrites a newer one.
+ */
+export function newestOnly(): <T>(load: () => Promise<T>, apply: (value: T) => void, fail: (err: unknown) => void) => Promise<void> {
+  let seq = 0;
+  return async (load, apply, fail) => {
+    const mine = ++seq;
+    try {
+      const value = await load();
+      if (mine === seq) apply(value);
+    } catch (err) {
+      if (mine === seq) fail(err);
+    }
+  };
+}
