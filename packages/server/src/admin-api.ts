@@ -1,8 +1,10 @@
 import type { IncomingMessage } from 'node:http';
 import {
   DEFAULTS,
+  LIMITS,
   MeshError,
   deadLetterTopicOf,
+  groupKey,
   isDeadLetterTopic,
   isReadableTopicName,
   isValidGroupName,
@@ -11,16 +13,16 @@ import {
   type GroupView,
   type TopicSummary,
 } from '@meshmq/shared';
+import { authorize, type Principal } from './core/access.js';
 import type { Broker } from './core/broker.js';
-import type { DeadLetter, Engine, GroupInfo, PendingEntry, RetentionPolicy, StoredMessage, TopicInfo } from './engine/engine.js';
+import type { DeadLetter, GroupInfo, GroupSettings, PendingEntry, RetentionPolicy, StoredMessage, TopicInfo } from './engine/engine.js';
+import type { JsonRoute, RouteContext } from './http-handler.js';
+import type { NodeRecord, NodeStats } from './node-stats.js';
 
 export type { GroupView, TopicSummary };
-import type { JsonRoute } from './http-handler.js';
-import type { NodeRecord, NodeStats } from './node-stats.js';
 
 export interface AdminApiOptions {
   broker: Broker;
-  engine: Engine;
   stats: NodeStats;
   retention: (topic: string) => RetentionPolicy;
   /** This node's public URL; a peer with the same URL is skipped. */
@@ -41,7 +43,7 @@ export interface AdminApiOptions {
   activity?: () => Promise<TopicActivity>;
 }
 
-/** Live activity per topic; `members` is keyed `<topic>\u0000<group>`. */
+/** Live activity per topic; `members` is keyed by {@link groupKey}. */
 export interface TopicActivity {
   subscribers: Record<string, number>;
   members: Record<string, number>;
@@ -57,15 +59,13 @@ export function localActivity(broker: Broker, stats: NodeStats): TopicActivity {
   };
 }
 
-const memberKey = (topic: string, group: string) => `${topic}\u0000${group}`;
-
-
-
 const MESSAGES_DEFAULT_LIMIT = 50;
 const PENDING_DEFAULT_LIMIT = 100;
 const MAX_LIMIT = DEFAULTS.historyMaxLimit;
 const MAX_BODY_BYTES = 64 * 1024;
 const REPLAY_PAGE = 500;
+/** Encoded message data one page of the admin API carries at most (always at least one message). */
+const PAGE_MAX_BYTES = 4 * 1024 * 1024;
 
 const ok = (body: unknown, status = 200) => ({ status, body });
 
@@ -85,6 +85,12 @@ function topicParam(params: Record<string, string>, allowSystem = false): string
     throw new MeshError('bad_request', `'${topic}' is not a topic name (1-200 of A-Z a-z 0-9 _ - . :, not starting with - . or :)`);
   }
   return topic;
+}
+
+function groupParam(params: Record<string, string>): string {
+  const group = params.group ?? '';
+  if (!isValidGroupName(group)) throw new MeshError('bad_request', `'${group}' is not a group name`);
+  return group;
 }
 
 async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
@@ -109,6 +115,22 @@ async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknow
   return parsed as Record<string, unknown>;
 }
 
+/** Refuses fields of a request body other than `allowed`. */
+function onlyFields(body: Record<string, unknown>, allowed: string[]): void {
+  for (const key of Object.keys(body)) {
+    if (!allowed.includes(key)) throw new MeshError('bad_request', `unknown field '${key}'`);
+  }
+}
+
+function intField(body: Record<string, unknown>, name: string, { min, max }: { min: number; max: number }): number | undefined {
+  const value = body[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new MeshError('bad_request', `'${name}' must be an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
 function messageView(message: StoredMessage) {
   const view: { offset: number; ts: number; key?: string; data: unknown } = { offset: message.offset, ts: message.ts, data: message.data };
   if (message.key !== undefined) view.key = message.key;
@@ -120,63 +142,71 @@ function isDeadLetter(value: unknown): value is DeadLetter {
   return v !== null && typeof v === 'object' && typeof v.topic === 'string' && 'data' in v && typeof v.offset === 'number';
 }
 
+/** A route only principals with the admin permission may use. */
+function admin(handler: (ctx: RouteContext, actor: Principal) => ReturnType<JsonRoute>): JsonRoute {
+  return async (ctx) => {
+    const actor = await ctx.principal();
+    authorize(actor, 'admin', undefined, `${ctx.req.method ?? 'GET'} ${ctx.url.pathname}`);
+    return handler(ctx, actor);
+  };
+}
+
 /**
  * The node's JSON admin API under `/api/` (documented in docs/api.md): nodes,
- * topics, messages, groups, pending entries and dead letters. Read-only except
- * for dead-letter replay and purge. Register the returned routes with
- * createHttpHandler.
+ * topics, messages, groups, pending entries and dead letters, read-only
+ * except for dead-letter replay and purge and group settings. Every route
+ * but `/api/nodes/self` needs the admin permission, and every read or write
+ * goes through the broker's operations, which authorise it like any other
+ * client's. Register the returned routes with createHttpHandler.
  */
 export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute> {
-  const { broker, engine, stats } = options;
+  const { broker, stats } = options;
   const peers = new PeerPoller(
     options.peers.filter((url) => url !== options.selfUrl),
     options.peerTimeoutMs ?? 1000,
   );
 
-  const topicMap = async (): Promise<Map<string, TopicInfo>> => new Map((await engine.listTopics()).map((t) => [t.topic, t]));
+  const topicMap = async (actor: Principal): Promise<Map<string, TopicInfo>> => new Map((await broker.topics(actor)).map((t) => [t.topic, t]));
 
-  const requireTopic = async (topic: string): Promise<{ info: TopicInfo; all: Map<string, TopicInfo> }> => {
-    const all = await topicMap();
-    const info = all.get(topic);
+  const requireTopic = async (actor: Principal, topic: string): Promise<TopicInfo> => {
+    const info = await broker.topic(actor, topic);
     if (!info) throw new MeshError('not_found', `topic '${topic}' does not exist`);
-    return { info, all };
+    return info;
   };
 
   const activityNow = options.activity ?? (async () => localActivity(broker, stats));
 
-  const summarize = async (info: TopicInfo, all: Map<string, TopicInfo>, activity: TopicActivity): Promise<TopicSummary> => {
-    const groups = await engine.listGroups(info.topic);
+  const newestTs = async (actor: Principal, info: TopicInfo): Promise<number | null> =>
+    info.count > 0 ? ((await broker.read(actor, info.topic, info.last, 1, 1))[0]?.ts ?? null) : null;
+
+  const summarize = async (actor: Principal, info: TopicInfo, deadLetters: number, activity: TopicActivity): Promise<TopicSummary> => {
+    const groups = await broker.groups(actor, info.topic);
     let members = 0;
-    for (const g of groups) members += activity.members[memberKey(info.topic, g.group)] ?? 0;
-    let lastMessageAt: number | null = null;
-    if (info.count > 0) {
-      const [newest] = await engine.read(info.topic, info.last, 1);
-      lastMessageAt = newest?.ts ?? null;
-    }
+    for (const g of groups) members += activity.members[groupKey(info.topic, g.group)] ?? 0;
     return {
       topic: info.topic,
       epoch: info.epoch,
       count: info.count,
       first: info.first,
       last: info.last,
-      lastMessageAt,
+      lastMessageAt: await newestTs(actor, info),
       retention: options.retention(info.topic),
       publishRate: activity.publishRates[info.topic] ?? 0,
       subscribers: activity.subscribers[info.topic] ?? 0,
       groups: groups.length,
       members,
-      deadLetters: all.get(deadLetterTopicOf(info.topic))?.count ?? 0,
+      deadLetters,
     };
   };
 
   const groupView = (info: TopicInfo, group: GroupInfo, activity: TopicActivity): GroupView => ({
     ...group,
-    members: activity.members[memberKey(info.topic, group.group)] ?? 0,
+    members: activity.members[groupKey(info.topic, group.group)] ?? 0,
     ready: Math.max(0, info.last - Math.max(group.cursor, info.first) + 1),
   });
 
   /** A window of a topic's log, newest first: `before` (exclusive, newest-first paging) or `from` (inclusive). */
-  const page = async (info: TopicInfo, url: URL) => {
+  const page = async (actor: Principal, info: TopicInfo, url: URL) => {
     const limit = intParam(url, 'limit', MESSAGES_DEFAULT_LIMIT, 1, MAX_LIMIT)!;
     const from = intParam(url, 'from', undefined, 1, Number.MAX_SAFE_INTEGER);
     let lo: number;
@@ -189,7 +219,16 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       hi = Math.min(before - 1, info.last);
       lo = Math.max(hi - limit + 1, info.first);
     }
-    const messages = hi >= lo ? await engine.read(info.topic, lo, hi - lo + 1) : [];
+    let messages = hi >= lo ? await broker.read(actor, info.topic, lo, hi - lo + 1, PAGE_MAX_BYTES) : [];
+    // A byte-bounded page keeps the newest end of a newest-first window.
+    if (from === undefined && messages.length > 0 && messages.at(-1)!.offset < hi) {
+      const kept = messages.length;
+      messages = await broker.read(actor, info.topic, hi - kept + 1, kept, PAGE_MAX_BYTES);
+    }
+    if (messages.length > 0) {
+      lo = messages[0]!.offset;
+      hi = messages.at(-1)!.offset;
+    }
     messages.reverse();
     return {
       topic: info.topic,
@@ -205,7 +244,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
     };
   };
 
-  const replayOne = async (dlqTopic: string, epoch: string, message: StoredMessage, expectedTopic: string) => {
+  const replayOne = async (actor: Principal, dlqTopic: string, epoch: string, message: StoredMessage, expectedTopic: string) => {
     const letter = message.data;
     if (!isDeadLetter(letter) || !isValidTopicName(letter.topic)) {
       throw new MeshError('bad_request', `message ${message.offset} of '${dlqTopic}' is not a dead-letter envelope`);
@@ -213,13 +252,13 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
     if (letter.topic !== expectedTopic) {
       throw new MeshError('bad_request', `message ${message.offset} of '${dlqTopic}' belongs to topic '${letter.topic}'`);
     }
-    const outcome = await engine.publish(letter.topic, letter.data, { key: `dlq-replay:${epoch}:${message.offset}` });
-    if (!outcome.duplicate) broker.countIn(letter.topic);
+    // The same publish as any client's: authorised, counted, deduplicated by a key derived from the dead letter.
+    const outcome = await broker.publish(actor, letter.topic, letter.data, `dlq-replay:${epoch}:${message.offset}`);
     return { dlqOffset: message.offset, topic: letter.topic, ...outcome };
   };
 
   return {
-    'GET /api/nodes': async () => {
+    'GET /api/nodes': admin(async () => {
       if (options.cluster) {
         const [self, ...others] = options.cluster();
         return ok({ mode: 'cluster', nodes: [{ ...(self ?? stats.record()), self: true }, ...others] });
@@ -227,47 +266,48 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const self = { ...stats.record(), self: true };
       const others = await peers.poll();
       return ok({ mode: options.peers.length > 0 ? 'static-peers' : 'single', nodes: [self, ...others] });
-    },
+    }),
 
+    // Open like /healthz: static peers read it from each other without a token. It holds no topic data.
     'GET /api/nodes/self': () => ok(stats.record()),
 
-    'GET /api/topics': async () => {
-      const [all, activity] = await Promise.all([topicMap(), activityNow()]);
+    'GET /api/topics': admin(async (_ctx, actor) => {
+      const [all, activity] = await Promise.all([topicMap(actor), activityNow()]);
       const topics: TopicSummary[] = [];
       for (const info of all.values()) {
         if (!isValidTopicName(info.topic)) continue;
-        topics.push(await summarize(info, all, activity));
+        topics.push(await summarize(actor, info, all.get(deadLetterTopicOf(info.topic))?.count ?? 0, activity));
       }
       return ok({ topics });
-    },
+    }),
 
-    'GET /api/topics/:topic': async (_req, params) => {
+    'GET /api/topics/:topic': admin(async ({ params }, actor) => {
       const topic = topicParam(params, true);
-      const [{ info, all }, activity] = await Promise.all([requireTopic(topic), activityNow()]);
-      const summary = await summarize(info, all, activity);
-      const groups = (await engine.listGroups(topic)).map((g) => groupView(info, g, activity));
+      const [info, activity] = await Promise.all([requireTopic(actor, topic), activityNow()]);
+      const deadLetters = isDeadLetterTopic(topic) ? 0 : ((await broker.topic(actor, deadLetterTopicOf(topic)))?.count ?? 0);
+      const summary = await summarize(actor, info, deadLetters, activity);
+      const groups = (await broker.groups(actor, topic)).map((g) => groupView(info, g, activity));
       return ok({ topic: summary, groups });
-    },
+    }),
 
-    'GET /api/topics/:topic/messages': async (_req, params, url) => {
-      const { info } = await requireTopic(topicParam(params, true));
-      const result = await page(info, url);
+    'GET /api/topics/:topic/messages': admin(async ({ params, url }, actor) => {
+      const info = await requireTopic(actor, topicParam(params, true));
+      const result = await page(actor, info, url);
       return ok({ ...result, messages: result.messages.map(messageView) });
-    },
+    }),
 
-    'GET /api/topics/:topic/groups/:group/pending': async (_req, params, url) => {
+    'GET /api/topics/:topic/groups/:group/pending': admin(async ({ params, url }, actor) => {
       const topic = topicParam(params);
-      const group = params.group ?? '';
-      if (!isValidGroupName(group)) throw new MeshError('bad_request', `'${group}' is not a group name`);
-      const { info } = await requireTopic(topic);
-      const state = await engine.groupInfo(topic, group);
+      const group = groupParam(params);
+      const info = await requireTopic(actor, topic);
+      const state = await broker.group(actor, topic, group);
       if (!state) throw new MeshError('not_found', `group '${group}' of topic '${topic}' does not exist`);
       const limit = intParam(url, 'limit', PENDING_DEFAULT_LIMIT, 1, MAX_LIMIT)!;
       const now = Date.now();
-      const entries = await engine.pending(topic, group, limit);
+      const entries = await broker.pending(actor, topic, group, limit);
       const withMessages = await Promise.all(
         entries.map(async (entry: PendingEntry) => {
-          const [message] = await engine.read(topic, entry.offset, 1);
+          const [message] = await broker.read(actor, topic, entry.offset, 1);
           return {
             ...entry,
             state: entry.deadline > now ? (entry.consumer === null ? 'delayed' : 'leased') : 'due',
@@ -277,65 +317,80 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
         }),
       );
       return ok({ group: groupView(info, state, await activityNow()), entries: withMessages });
-    },
+    }),
 
-    'GET /api/dead-letters': async () => {
-      const all = await topicMap();
+    'PUT /api/topics/:topic/groups/:group': admin(async ({ req, params }, actor) => {
+      const topic = topicParam(params);
+      const group = groupParam(params);
+      const body = await readJsonBody(req);
+      onlyFields(body, ['ackWaitMs', 'maxDeliveries']);
+      const settings: Partial<GroupSettings> = {};
+      const ackWaitMs = intField(body, 'ackWaitMs', LIMITS.ackWaitMs);
+      const maxDeliveries = intField(body, 'maxDeliveries', LIMITS.maxDeliveries);
+      if (ackWaitMs !== undefined) settings.ackWaitMs = ackWaitMs;
+      if (maxDeliveries !== undefined) settings.maxDeliveries = maxDeliveries;
+      const info = await requireTopic(actor, topic);
+      const state = await broker.configureGroup(actor, topic, group, settings);
+      return ok({ group: groupView(info, state, await activityNow()) });
+    }),
+
+    'GET /api/dead-letters': admin(async (_ctx, actor) => {
+      const all = await topicMap(actor);
       const deadLetters = [];
       for (const info of all.values()) {
         if (!isDeadLetterTopic(info.topic)) continue;
-        let lastDeadLetteredAt: number | null = null;
-        if (info.count > 0) lastDeadLetteredAt = (await engine.read(info.topic, info.last, 1))[0]?.ts ?? null;
-        deadLetters.push({ topic: sourceTopicOf(info.topic)!, dlqTopic: info.topic, count: info.count, first: info.first, last: info.last, lastDeadLetteredAt });
+        deadLetters.push({
+          topic: sourceTopicOf(info.topic)!,
+          dlqTopic: info.topic,
+          count: info.count,
+          first: info.first,
+          last: info.last,
+          lastDeadLetteredAt: await newestTs(actor, info),
+        });
       }
       return ok({ deadLetters });
-    },
+    }),
 
-    'GET /api/topics/:topic/dead-letters': async (_req, params, url) => {
+    'GET /api/topics/:topic/dead-letters': admin(async ({ params, url }, actor) => {
       const topic = topicParam(params);
-      const all = await topicMap();
       const dlqTopic = deadLetterTopicOf(topic);
-      const info = all.get(dlqTopic);
+      const info = await broker.topic(actor, dlqTopic);
       if (!info) {
-        if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
+        await requireTopic(actor, topic);
         return ok({ topic, dlqTopic, epoch: null, first: 1, last: 0, count: 0, messages: [], older: null, newer: null });
       }
-      const result = await page(info, url);
+      const result = await page(actor, info, url);
       return ok({
         ...result,
         topic,
         dlqTopic,
         messages: result.messages.map((m) => ({ offset: m.offset, ts: m.ts, letter: m.data })),
       });
-    },
+    }),
 
-    'POST /api/topics/:topic/dead-letters/:offset/replay': async (_req, params) => {
+    'POST /api/topics/:topic/dead-letters/:offset/replay': admin(async ({ params }, actor) => {
       const topic = topicParam(params);
       const offset = Number(params.offset);
       if (!Number.isSafeInteger(offset) || offset < 1) throw new MeshError('bad_request', `'${params.offset}' is not an offset`);
       const dlqTopic = deadLetterTopicOf(topic);
-      const { info } = await requireTopic(dlqTopic).catch(() => {
-        throw new MeshError('not_found', `topic '${topic}' has no dead letters`);
-      });
-      const [message] = await engine.read(dlqTopic, offset, 1);
+      const info = await broker.topic(actor, dlqTopic);
+      if (!info) throw new MeshError('not_found', `topic '${topic}' has no dead letters`);
+      const [message] = await broker.read(actor, dlqTopic, offset, 1);
       if (!message || message.offset !== offset) {
         throw new MeshError('not_found', `offset ${offset} is not in '${dlqTopic}' (retained: ${info.first}-${info.last})`);
       }
-      return ok({ replayed: await replayOne(dlqTopic, info.epoch, message, topic) });
-    },
+      return ok({ replayed: await replayOne(actor, dlqTopic, info.epoch, message, topic) });
+    }),
 
-    'POST /api/topics/:topic/dead-letters/replay': async (req, params) => {
+    'POST /api/topics/:topic/dead-letters/replay': admin(async ({ req, params }, actor) => {
       const topic = topicParam(params);
       const body = await readJsonBody(req);
-      for (const key of Object.keys(body)) {
-        if (key !== 'purge') throw new MeshError('bad_request', `unknown field '${key}'`);
-      }
+      onlyFields(body, ['purge']);
       if (body.purge !== undefined && typeof body.purge !== 'boolean') throw new MeshError('bad_request', "'purge' must be a boolean");
       const dlqTopic = deadLetterTopicOf(topic);
-      const all = await topicMap();
-      const info = all.get(dlqTopic);
+      const info = await broker.topic(actor, dlqTopic);
       if (!info) {
-        if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
+        await requireTopic(actor, topic);
         return ok({ replayed: 0, duplicates: 0, failed: [], purged: 0 });
       }
       let replayed = 0;
@@ -344,11 +399,11 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       // Everything dead-lettered up to now; later arrivals stay for the next replay.
       const end = info.last;
       for (let from = info.first; from <= end; ) {
-        const batch = (await engine.read(dlqTopic, from, Math.min(REPLAY_PAGE, end - from + 1))).filter((m) => m.offset <= end);
+        const batch = (await broker.read(actor, dlqTopic, from, Math.min(REPLAY_PAGE, end - from + 1))).filter((m) => m.offset <= end);
         if (batch.length === 0) break;
         for (const message of batch) {
           try {
-            const result = await replayOne(dlqTopic, info.epoch, message, topic);
+            const result = await replayOne(actor, dlqTopic, info.epoch, message, topic);
             if (result.duplicate) duplicates++;
             else replayed++;
           } catch (err) {
@@ -359,21 +414,20 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
         from = batch.at(-1)!.offset + 1;
       }
       let purged = 0;
-      if (body.purge === true && failed.length === 0) purged = await engine.truncate(dlqTopic, end + 1);
+      if (body.purge === true && failed.length === 0) purged = await broker.truncate(actor, dlqTopic, end + 1);
       return ok({ replayed, duplicates, failed, purged });
-    },
+    }),
 
-    'DELETE /api/topics/:topic/dead-letters': async (_req, params) => {
+    'DELETE /api/topics/:topic/dead-letters': admin(async ({ params }, actor) => {
       const topic = topicParam(params);
       const dlqTopic = deadLetterTopicOf(topic);
-      const all = await topicMap();
-      const info = all.get(dlqTopic);
+      const info = await broker.topic(actor, dlqTopic);
       if (!info) {
-        if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
+        await requireTopic(actor, topic);
         return ok({ purged: 0 });
       }
-      return ok({ purged: await engine.truncate(dlqTopic, info.last + 1), first: info.last + 1 });
-    },
+      return ok({ purged: await broker.truncate(actor, dlqTopic, info.last + 1), first: info.last + 1 });
+    }),
   };
 }
 

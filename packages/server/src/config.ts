@@ -4,6 +4,8 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULTS, MeshError } from '@meshmq/shared';
 import type { RetentionPolicy } from './engine/engine.js';
+import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
+import { DEFAULT_ADMISSION_LIMITS, normalizeOrigin } from './gate.js';
 
 /** Per-topic retention override; `match` is a topic name where `*` matches any run of characters. */
 export interface TopicRule {
@@ -24,6 +26,28 @@ export interface NodeConfig {
   topics: TopicRule[];
   retentionSweepMs: number;
   logLevel: string;
+  /** Start even when binding beyond loopback with no authentication key (everyone may do everything). */
+  insecure: boolean;
+  /** Origins whose pages may connect and call the admin API besides the node's own; `*` for any. */
+  allowedOrigins: string[] | '*';
+  /** Host names requests may name besides localhost, IP addresses and the node's own names (DNS rebinding). */
+  allowedHosts: string[];
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  /** Fan-out subscriptions plus group memberships per connection. */
+  maxSubscriptions: number;
+  /** Unanswered requests per connection. */
+  maxInflight: number;
+  /** Publishes per second per connection (sustained); 0: no limit. */
+  maxPublishRate: number;
+  /** Topics the store may hold; a publish or group join that would create one more is refused. */
+  maxTopics: number;
+  /** WebSocket ping interval; a connection that misses a pong is dropped. */
+  keepAliveMs: number;
+  /** Longest time a started WebSocket frame may take to arrive. */
+  frameTimeoutMs: number;
+  /** Longest time a client may take to send an HTTP request's headers (also the upgrade request). */
+  headersTimeoutMs: number;
   /** Directory of the built console served at `/`; empty to serve none. */
   consoleDir: string;
   /**
@@ -51,6 +75,8 @@ interface OptionSpec {
   help: string;
   parse: (value: string) => unknown;
   key: keyof NodeConfig;
+  /** A flag without a value (`--insecure`); its variable takes true/false/1/0. */
+  boolean?: true;
 }
 
 const int = (name: string) => (value: string) => {
@@ -58,6 +84,47 @@ const int = (name: string) => (value: string) => {
   if (!Number.isSafeInteger(n) || n < 0) throw new MeshError('bad_request', `${name}: expected a non-negative integer, got '${value}'`);
   return n;
 };
+
+const positiveInt = (name: string) => (value: string) => {
+  const n = int(name)(value);
+  if (n === 0) throw new MeshError('bad_request', `${name}: expected a positive integer, got '${value}'`);
+  return n;
+};
+
+const parseBoolean = (name: string) => (value: string) => {
+  const v = value.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off', ''].includes(v)) return false;
+  throw new MeshError('bad_request', `${name}: expected true or false, got '${value}'`);
+};
+
+/** Parses a comma-separated list of origins (`https://app.example.com`), or `*`. */
+function parseOrigins(value: string): string[] | '*' {
+  if (value.trim() === '*') return '*';
+  return value
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part !== '')
+    .map((part) => {
+      const origin = normalizeOrigin(part);
+      if (origin === undefined || !/^https?:/.test(origin)) throw new MeshError('bad_request', `allowed-origins: '${part}' is not an origin such as https://app.example.com`);
+      return origin;
+    });
+}
+
+function parseHostList(value: string): string[] {
+  return value
+    .split(',')
+    .map((part) => part.trim().toLowerCase())
+    .filter((part) => part !== '')
+    .map((part) => {
+      if (!/^[a-z0-9.-]+$/.test(part)) throw new MeshError('bad_request', `allowed-hosts: '${part}' is not a host name`);
+      return part;
+    });
+}
+
+/** Default --max-topics. */
+export const DEFAULT_MAX_TOPICS = 100_000;
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -103,6 +170,18 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'retention-age', env: 'RETENTION_AGE', key: 'retention', help: 'age after which messages are removed (default 7d)', parse: duration('retention-age') },
   { flag: 'retention-sweep', env: 'RETENTION_SWEEP', key: 'retentionSweepMs', help: 'how often age retention runs (default 10s)', parse: duration('retention-sweep') },
   { flag: 'log-level', env: 'LOG_LEVEL', key: 'logLevel', help: 'fatal, error, warn, info, debug or trace (default info)', parse: String },
+  { flag: 'insecure', env: 'INSECURE', key: 'insecure', boolean: true, help: 'start without authentication although bound beyond loopback (anyone may do anything; logged at every start)', parse: parseBoolean('insecure') },
+  { flag: 'allowed-origins', env: 'ALLOWED_ORIGINS', key: 'allowedOrigins', help: "comma-separated origins whose pages may connect, besides the node's own; * for any (default none)", parse: parseOrigins },
+  { flag: 'allowed-hosts', env: 'ALLOWED_HOSTS', key: 'allowedHosts', help: "comma-separated host names requests may use besides localhost, addresses and the public URL's (default none)", parse: parseHostList },
+  { flag: 'max-connections', env: 'MAX_CONNECTIONS', key: 'maxConnections', help: `open connections the node accepts; more get 503 (default ${DEFAULT_ADMISSION_LIMITS.maxConnections})`, parse: positiveInt('max-connections') },
+  { flag: 'max-connections-per-address', env: 'MAX_CONNECTIONS_PER_ADDRESS', key: 'maxConnectionsPerAddress', help: `open connections from one client address (default ${DEFAULT_ADMISSION_LIMITS.maxConnectionsPerAddress})`, parse: positiveInt('max-connections-per-address') },
+  { flag: 'max-subscriptions', env: 'MAX_SUBSCRIPTIONS', key: 'maxSubscriptions', help: `subscriptions and group memberships per connection (default ${DEFAULT_CONNECTION_LIMITS.maxSubscriptions})`, parse: positiveInt('max-subscriptions') },
+  { flag: 'max-inflight', env: 'MAX_INFLIGHT', key: 'maxInflight', help: `unanswered requests per connection; more get rate_limited (default ${DEFAULT_CONNECTION_LIMITS.maxInflight})`, parse: positiveInt('max-inflight') },
+  { flag: 'max-publish-rate', env: 'MAX_PUBLISH_RATE', key: 'maxPublishRate', help: `publishes per second per connection, 0 for no limit (default ${DEFAULT_CONNECTION_LIMITS.publishRate})`, parse: int('max-publish-rate') },
+  { flag: 'max-topics', env: 'MAX_TOPICS', key: 'maxTopics', help: `topics the store may hold; publishes creating more are refused (default ${DEFAULT_MAX_TOPICS})`, parse: positiveInt('max-topics') },
+  { flag: 'keep-alive', env: 'KEEP_ALIVE', key: 'keepAliveMs', help: 'WebSocket ping interval; a connection missing a pong is dropped, 0 disables (default 30s)', parse: duration('keep-alive') },
+  { flag: 'frame-timeout', env: 'FRAME_TIMEOUT', key: 'frameTimeoutMs', help: 'longest time a started WebSocket frame may take to arrive (default 30s)', parse: duration('frame-timeout') },
+  { flag: 'headers-timeout', env: 'HEADERS_TIMEOUT', key: 'headersTimeoutMs', help: 'longest time a client may take to send HTTP request headers (default 10s)', parse: duration('headers-timeout') },
   { flag: 'console-dir', env: 'CONSOLE_DIR', key: 'consoleDir', help: 'built console to serve at / (default: the bundled one)', parse: String },
   { flag: 'redis-url', env: 'REDIS_URL', key: 'redisUrl', help: 'run as a cluster node over Redis: redis://host:port, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (default: embedded engine)', parse: String },
   { flag: 'redis-replicas', env: 'REDIS_REPLICAS', key: 'redisReplicas', help: 'replicas each publish waits for before it is acknowledged (Redis WAIT; default 0)', parse: int('redis-replicas') },
@@ -127,7 +206,7 @@ environment, which wins over the file.
 Options:
 ${line('--config <file>', 'MESHMQ_CONFIG', 'JSON file with any option below by its camelCase name')}
 ${' '.repeat(35)}plus "topics": [{"match": "orders.*", "maxMessages": 1000, "maxAgeMs": "1d"}]
-${OPTIONS.map((o) => line(`--${o.flag} <value>`, o.env, o.help)).join('\n')}
+${OPTIONS.map((o) => line(o.boolean ? `--${o.flag}` : `--${o.flag} <value>`, o.env, o.help)).join('\n')}
   -h, --help                       show this help
 `;
 
@@ -142,6 +221,18 @@ function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
     topics: [],
     retentionSweepMs: 10_000,
     logLevel: 'info',
+    insecure: false,
+    allowedOrigins: [],
+    allowedHosts: [],
+    maxConnections: DEFAULT_ADMISSION_LIMITS.maxConnections,
+    maxConnectionsPerAddress: DEFAULT_ADMISSION_LIMITS.maxConnectionsPerAddress,
+    maxSubscriptions: DEFAULT_CONNECTION_LIMITS.maxSubscriptions,
+    maxInflight: DEFAULT_CONNECTION_LIMITS.maxInflight,
+    maxPublishRate: DEFAULT_CONNECTION_LIMITS.publishRate,
+    maxTopics: DEFAULT_MAX_TOPICS,
+    keepAliveMs: 30_000,
+    frameTimeoutMs: 30_000,
+    headersTimeoutMs: 10_000,
     consoleDir: '',
     peers: [],
     redisUrl: '',
@@ -196,7 +287,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): { config: No
     options: {
       config: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
-      ...Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: 'string' as const }])),
+      ...Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: o.boolean ? ('boolean' as const) : ('string' as const) }])),
     },
   });
   const config: Record<string, unknown> = defaults();
@@ -220,6 +311,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): { config: No
   for (const spec of OPTIONS) {
     const raw = (values as Record<string, unknown>)[spec.flag];
     if (typeof raw === 'string') apply(config, spec, raw);
+    else if (raw === true) apply(config, spec, 'true');
   }
   const partial = config as unknown as NodeConfig;
   partial.dataDir = resolve(partial.dataDir);

@@ -2,6 +2,8 @@ import { createReadStream, existsSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { extname, join, normalize, sep } from 'node:path';
 import { MeshError, type ErrorCode } from '@meshmq/shared';
+import type { Principal } from './core/access.js';
+import type { Gate } from './gate.js';
 
 const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -22,21 +24,36 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   not_found: 404,
   payload_too_large: 413,
   rate_limited: 429,
+  limit_exceeded: 503,
   unavailable: 503,
   internal: 500,
 };
 
-/** A JSON route: `params` holds the decoded `:name` segments of its path, `url` the parsed request URL. */
-export type JsonRoute = (
-  req: IncomingMessage,
-  params: Record<string, string>,
-  url: URL,
-) => { status: number; body: unknown } | Promise<{ status: number; body: unknown }>;
+/** What a JSON route is handed. */
+export interface RouteContext {
+  req: IncomingMessage;
+  /** The decoded `:name` segments of the route's path. */
+  params: Record<string, string>;
+  url: URL;
+  /** Who the request acts as (its bearer token); rejects with `unauthorized`. Routes open to anyone never ask. */
+  principal(): Promise<Principal>;
+}
 
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export type JsonRoute = (ctx: RouteContext) => { status: number; body: unknown } | Promise<{ status: number; body: unknown }>;
+
+/** Methods that change something: they must send JSON, which a cross-site form or simple request cannot. */
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'cache-control': 'no-store' });
   res.end(text);
+}
+
+function sendError(res: ServerResponse, err: unknown, headers: Record<string, string> = {}): void {
+  const error = MeshError.from(err);
+  const extra = error.code === 'unauthorized' ? { 'www-authenticate': 'Bearer' } : {};
+  sendJson(res, HTTP_STATUS[error.code], { error: { code: error.code, message: error.message } }, { ...headers, ...extra });
 }
 
 interface CompiledRoute {
@@ -75,37 +92,68 @@ function match(route: CompiledRoute, segments: string[]): Record<string, string>
 }
 
 /**
+ * Cross-origin headers for a page of an allowed origin; none for same-origin
+ * requests and clients without an Origin.
+ */
+function corsHeaders(req: IncomingMessage, gate: Gate): Record<string, string> {
+  const origin = req.headers.origin;
+  if (origin === undefined || !gate.originAllowed(origin)) return {};
+  return { 'access-control-allow-origin': origin, vary: 'Origin' };
+}
+
+/**
  * Plain HTTP: JSON routes (first match wins, methods checked), a JSON 404 for
  * any other `/api/` path, then the built console as static files with
  * index.html for unknown paths (client-side routing). A route that throws a
  * MeshError answers `{error: {code, message}}` with the code's HTTP status.
+ *
+ * Every JSON route first passes the gate: a Host of another site (DNS
+ * rebinding) and a page of a foreign origin are refused, a write must send
+ * JSON, and pages of allowed origins get CORS headers.
  */
-export function createHttpHandler(routes: Record<string, JsonRoute>, consoleDir: string) {
+export function createHttpHandler(routes: Record<string, JsonRoute>, consoleDir: string, gate: Gate) {
   const hasConsole = consoleDir !== '' && existsSync(join(consoleDir, 'index.html'));
   const compiled = compile(routes);
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const segments = url.pathname.split('/');
-    let methodMismatch = false;
-    for (const route of compiled) {
-      const params = match(route, segments);
-      if (!params) continue;
-      const method = req.method ?? 'GET';
-      if (route.method !== undefined && route.method !== method && !(route.method === 'GET' && method === 'HEAD')) {
-        methodMismatch = true;
-        continue;
-      }
+    const method = req.method ?? 'GET';
+    const matched = compiled.map((route) => ({ route, params: match(route, segments) })).filter((m) => m.params !== undefined);
+    if (matched.length > 0) {
+      const cors = corsHeaders(req, gate);
       try {
-        const { status, body } = await route.handler(req, params, url);
-        sendJson(res, status, body);
+        gate.checkHost(req);
+        gate.checkOrigin(req);
       } catch (err) {
-        const error = MeshError.from(err);
-        sendJson(res, HTTP_STATUS[error.code], { error: { code: error.code, message: error.message } });
+        sendError(res, err);
+        return;
       }
-      return;
-    }
-    if (methodMismatch) {
-      sendJson(res, 405, { error: { code: 'bad_request', message: `${req.method} is not allowed on ${url.pathname}` } });
+      if (method === 'OPTIONS') {
+        res.writeHead(204, {
+          ...cors,
+          'access-control-allow-methods': 'GET, HEAD, POST, PUT, DELETE',
+          'access-control-allow-headers': 'authorization, content-type',
+          'access-control-max-age': '600',
+        });
+        res.end();
+        return;
+      }
+      const hit = matched.find(({ route }) => route.method === undefined || route.method === method || (route.method === 'GET' && method === 'HEAD'));
+      if (!hit) {
+        sendJson(res, 405, { error: { code: 'bad_request', message: `${method} is not allowed on ${url.pathname}` } }, cors);
+        return;
+      }
+      if (WRITE_METHODS.has(method) && !/^application\/json\s*(;|$)/i.test(req.headers['content-type'] ?? '')) {
+        sendJson(res, 415, { error: { code: 'bad_request', message: `${method} requests must send Content-Type: application/json` } }, cors);
+        return;
+      }
+      const context: RouteContext = { req, params: hit.params!, url, principal: () => gate.authenticate(req) };
+      try {
+        const { status, body } = await hit.route.handler(context);
+        sendJson(res, status, body, cors);
+      } catch (err) {
+        sendError(res, err, cors);
+      }
       return;
     }
     if (url.pathname === '/api' || url.pathname.startsWith('/api/')) {

@@ -25,6 +25,8 @@ export const LIMITS = {
   prefetch: { min: 1, max: 10_000 },
   nackDelayMs: { min: 0, max: 12 * 60 * 60 * 1000 },
   keyLength: 256,
+  /** Longest access token accepted, in characters. */
+  tokenLength: 8192,
   /** Deepest nesting of objects and arrays accepted in `data`. */
   dataDepth: 64,
 } as const;

@@ -9,6 +9,7 @@ export const ERROR_CODES = [
   'not_found',
   'payload_too_large',
   'rate_limited',
+  'limit_exceeded',
   'unavailable',
   'internal',
 ] as const;
@@ -22,11 +23,14 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 /** The one error type of MeshMQ, on the server and in the SDK alike. */
 export class MeshError extends Error {
   readonly code: ErrorCode;
+  /** With `rate_limited`: how long to wait before trying again, in ms. */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'MeshError';
     this.code = code;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 
   /** Wraps anything thrown into a MeshError; unknown failures become `internal`. */

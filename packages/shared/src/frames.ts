@@ -54,12 +54,21 @@ const jsonData = z.unknown().superRefine((value, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
+/** A UTF-16 surrogate without its pair: stores would replace it, so two different keys could become one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+const idempotencyKey = z
+  .string()
+  .min(1)
+  .max(LIMITS.keyLength)
+  .refine((key) => !LONE_SURROGATE.test(key), 'must be valid Unicode (it holds a lone surrogate)');
+
 const publish = z.strictObject({
   op: z.literal('publish'),
   id: requestId,
   topic,
   data: jsonData,
-  key: z.string().min(1).max(LIMITS.keyLength).optional(),
+  key: idempotencyKey.optional(),
 });
 
 const subscribe = z.strictObject({
@@ -115,7 +124,14 @@ const history = z.strictObject({
 
 const ping = z.strictObject({ op: z.literal('ping'), id: requestId });
 
-const schemas = { hello, publish, subscribe, unsubscribe, ack, nack, history, ping } as const;
+/** Replaces the connection's token (same `sub`) before the old one expires. */
+const auth = z.strictObject({
+  op: z.literal('auth'),
+  id: requestId,
+  token: z.string().min(1).max(LIMITS.tokenLength),
+});
+
+const schemas = { hello, publish, subscribe, unsubscribe, ack, nack, history, ping, auth } as const;
 
 export type RequestOp = keyof typeof schemas;
 export const REQUEST_OPS = Object.keys(schemas) as RequestOp[];
@@ -128,6 +144,7 @@ export type AckRequest = z.infer<typeof ack>;
 export type NackRequest = z.infer<typeof nack>;
 export type HistoryRequest = z.infer<typeof history>;
 export type PingRequest = z.infer<typeof ping>;
+export type AuthRequest = z.infer<typeof auth>;
 export type Request =
   | HelloRequest
   | PublishRequest
@@ -136,7 +153,8 @@ export type Request =
   | AckRequest
   | NackRequest
   | HistoryRequest
-  | PingRequest;
+  | PingRequest
+  | AuthRequest;
 export type RequestId = z.infer<typeof requestId>;
 
 function isRequestOp(op: unknown): op is RequestOp {
@@ -168,7 +186,9 @@ export function parseRequest(frame: unknown): Request {
   const op = (frame as Record<string, unknown>).op;
   if (op === undefined) throw new MeshError('bad_request', "'op' is required");
   if (!isRequestOp(op)) {
-    throw new MeshError('bad_request', `unknown op ${JSON.stringify(op)}; expected one of ${REQUEST_OPS.join(', ')}`);
+    // Named only when it is a short scalar: a hostile op (deeply nested, huge) must cost nothing to describe.
+    const named = (typeof op === 'string' && op.length <= 32) || typeof op === 'number' ? JSON.stringify(op) : `(a ${Array.isArray(op) ? 'array' : typeof op})`;
+    throw new MeshError('bad_request', `unknown op ${named}; expected one of ${REQUEST_OPS.join(', ')}`);
   }
   const result = schemas[op].safeParse(frame);
   if (!result.success) {
@@ -191,6 +211,8 @@ export interface ErrorFrame {
   id: RequestId | null;
   code: string;
   message: string;
+  /** With `rate_limited`: how long to wait before trying again, in ms. */
+  retryAfterMs?: number;
 }
 
 export interface MessageFrame {
@@ -234,12 +256,49 @@ export type ServerFrame = OkFrame | ErrorFrame | MessageFrame | MoveFrame | Rese
 
 // ---- Results of each request (the fields of its ok frame) ----------------------
 
+/** Topic patterns a token grants per action (docs/security.md); `admin` grants everything. */
+export interface PermissionSet {
+  publish: string[];
+  subscribe: string[];
+  consume: string[];
+  admin: boolean;
+}
+
+/** Who the connection acts as. */
+export interface AuthInfo {
+  /** The token's subject; null on a node without authentication (anonymous, everything allowed). */
+  sub: string | null;
+  /** When the token expires (ms since the Unix epoch); null when it does not. */
+  expiresAt: number | null;
+  permissions: PermissionSet;
+}
+
+/** Limits of the node that a client should respect (docs/security.md). */
+export interface ClientLimits {
+  maxMessageBytes: number;
+  dedupeWindowMs: number;
+  /** Fan-out subscriptions and group memberships one connection may hold. */
+  maxSubscriptions: number;
+  /** Requests one connection may have unanswered at once. */
+  maxInflight: number;
+  /** Publishes per second one connection may send (sustained; bursts up to as many at once). */
+  publishRate: number;
+}
+
 export interface HelloResult {
   node: string;
   version: string;
   protocol: number;
   nodes: string[];
-  limits: { maxMessageBytes: number; dedupeWindowMs: number };
+  limits: ClientLimits;
+  auth: AuthInfo;
+}
+
+/** Result of `auth`: the connection now acts with the new token. */
+export interface AuthResult {
+  sub: string;
+  expiresAt: number | null;
+  permissions: PermissionSet;
 }
 
 export interface PublishResult {
@@ -261,7 +320,12 @@ export interface SubscribeResult {
    * `missing`.
    */
   recovered: boolean;
-  missing?: { from: number; to: number };
+  /**
+   * Offsets the client will not get as it knew them: removed by retention,
+   * or lost (the log is behind what the client saw, or was replaced): those
+   * offsets hold other messages now, delivered from `from`.
+   */
+  missing?: { from: number; to: number; reason: 'retention' | 'epoch' };
   /** First offset this subscription delivers (fan-out only). */
   from?: number;
   group?: string;

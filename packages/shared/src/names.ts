@@ -36,3 +36,12 @@ export function sourceTopicOf(deadLetterTopic: string): string | undefined {
 export function isValidGroupName(name: string): boolean {
   return GROUP_NAME_PATTERN.test(name);
 }
+
+/**
+ * The one key of a (topic, group) pair in maps and wire-level summaries
+ * (`members` of the admin API): topic and group joined by a NUL, which
+ * neither name can contain.
+ */
+export function groupKey(topic: string, group: string): string {
+  return `${topic}\u0000${group}`;
+}

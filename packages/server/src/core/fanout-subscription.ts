@@ -1,11 +1,12 @@
-import type { Engine, StoredMessage } from '../engine/engine.js';
+import { epochEnd, type Engine, type StoredMessage } from '../engine/engine.js';
 import type { Connection } from './connection.js';
+import { HIGH_WATER_MARK } from './limits.js';
 import { sharedMessageFrame } from './message-frame.js';
 
+/** Messages read from the log per step while catching up; a step's bytes are also bounded by the high-water mark. */
 const CATCH_UP_BATCH = 500;
-/** Bytes queued on a connection above which delivery waits for it to drain. */
-const HIGH_WATER_MARK = 4 * 1024 * 1024;
-const DRAIN_POLL_MS = 20;
+/** How often a congested connection is checked for room again. */
+export const DRAIN_POLL_MS = 20;
 /** After a failed read (storage unreachable), catching up is tried again this much later, doubling up to the max. */
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 5000;
@@ -88,9 +89,9 @@ export class FanoutSubscription {
   private async rebase(): Promise<void> {
     this.epochChanged = false;
     const info = await this.engine.topicInfo(this.topic);
-    if (info.epoch === this.epoch) return;
-    const i = info.epochs.findIndex((e) => e.epoch === this.epoch);
-    const end = i >= 0 && i + 1 < info.epochs.length ? info.epochs[i + 1]!.start - 1 : info.first - 1;
+    if (!info || info.epoch === this.epoch) return;
+    // An epoch the log does not know (the subscription started before the topic existed, or its log was replaced) ends before the first retained offset.
+    const end = epochEnd(info.epochs, this.epoch) ?? info.first - 1;
     if (this.next - 1 > end) {
       const from = Math.max(end + 1, info.first);
       this.connection.send({ op: 'reset', topic: this.topic, epoch: info.epoch, from, missing: { from: end + 1, to: this.next - 1 } });
@@ -109,7 +110,7 @@ export class FanoutSubscription {
         while (!this.closed && this.connection.bufferedAmount() >= HIGH_WATER_MARK) {
           await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
         }
-        const batch = await this.engine.read(this.topic, this.next, CATCH_UP_BATCH);
+        const batch = await this.engine.read(this.topic, this.next, CATCH_UP_BATCH, HIGH_WATER_MARK);
         if (batch[0] && batch[0].epoch !== this.epoch) {
           await this.rebase();
           continue;
@@ -117,12 +118,16 @@ export class FanoutSubscription {
         if (batch.length === 0) {
           // Retention may have removed everything up to latestSeen.
           const info = await this.engine.topicInfo(this.topic);
+          if (!info) break;
           if (info.first > this.next) this.next = info.first;
           if (info.last < this.next) break;
           continue;
         }
         for (const message of batch) {
           if (this.closed) return;
+          // Stop mid-batch when the connection fills: what is queued for it stays near the high-water mark
+          // however many subscriptions share it. The rest is read again once it drains.
+          if (this.connection.bufferedAmount() >= HIGH_WATER_MARK) break;
           this.deliver(message);
         }
       }

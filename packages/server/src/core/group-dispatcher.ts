@@ -1,6 +1,8 @@
 import { MeshError } from '@meshmq/shared';
 import type { Engine, GroupDelivery } from '../engine/engine.js';
 import type { Connection } from './connection.js';
+import { DRAIN_POLL_MS } from './fanout-subscription.js';
+import { HIGH_WATER_MARK } from './limits.js';
 import { toMessageFrame } from './message-frame.js';
 
 /** One connection's membership in a group. */
@@ -11,6 +13,12 @@ export interface GroupMember {
   prefetch: number;
   /** Offsets leased to this member and their lease deadlines. */
   readonly inflight: Map<number, number>;
+}
+
+/** A connection's membership in a group, as the session holds it. */
+export interface GroupMembership {
+  readonly dispatcher: GroupDispatcher;
+  readonly member: GroupMember;
 }
 
 /** The largest batch one member claims per round once a backlog shows up. */
@@ -65,14 +73,15 @@ export class GroupDispatcher {
     }
   }
 
+  /** Settles a delivery leased to `member`; the engine refuses one leased to anyone else. */
   async ack(member: GroupMember, offset: number, epoch?: string): Promise<void> {
-    await this.engine.ack(this.topic, this.group, offset, epoch);
+    await this.engine.ack(this.topic, this.group, offset, settleOptions(member, epoch));
     this.forget(offset);
     this.pump();
   }
 
   async nack(member: GroupMember, offset: number, delayMs: number, epoch?: string): Promise<void> {
-    const dueAt = await this.engine.nack(this.topic, this.group, offset, delayMs, Date.now(), epoch);
+    const dueAt = await this.engine.nack(this.topic, this.group, offset, delayMs, settleOptions(member, epoch));
     this.forget(offset);
     this.schedule(dueAt);
     this.pump();
@@ -127,7 +136,10 @@ export class GroupDispatcher {
     let round = 1;
     for (;;) {
       this.pumpAgain = false;
-      const hungry = [...this.members.values()].filter((m) => m.inflight.size < m.prefetch);
+      const wanting = [...this.members.values()].filter((m) => m.inflight.size < m.prefetch);
+      // A member whose connection is not reading gets nothing more until it does: prefetch bounds messages, this bounds bytes.
+      const hungry = wanting.filter((m) => m.connection.bufferedAmount() < HIGH_WATER_MARK);
+      if (hungry.length < wanting.length) this.schedule(Date.now() + DRAIN_POLL_MS);
       if (hungry.length === 0 || this.closed) return;
       // Rotate so that the first member of a round is not always the same one.
       const first = hungry.shift();
@@ -190,9 +202,8 @@ export class GroupDispatcher {
     this.timer.unref();
   }
 
-  member(consumer: string): GroupMember {
-    const member = this.members.get(consumer);
-    if (!member) throw new MeshError('not_found', `not a member of group '${this.group}' of topic '${this.topic}'`);
-    return member;
-  }
+}
+
+function settleOptions(member: GroupMember, epoch: string | undefined) {
+  return epoch === undefined ? { consumer: member.consumer } : { consumer: member.consumer, epoch };
 }

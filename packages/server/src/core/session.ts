@@ -1,34 +1,61 @@
 import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
 import {
-  DEFAULTS,
   MeshError,
-  PROTOCOL_VERSION,
-  isValidTopicName,
+  groupKey,
   parseRequest,
   requestIdOf,
-  type AckRequest,
+  type AuthResult,
   type HelloResult,
   type HistoryRequest,
   type HistoryResult,
-  type NackRequest,
-  type PublishRequest,
   type PublishResult,
   type Request,
+  type ServerFrame,
   type SubscribeRequest,
   type SubscribeResult,
-  type UnsubscribeRequest,
 } from '@meshmq/shared';
-import type { TopicInfo } from '../engine/engine.js';
-import type { Broker } from './broker.js';
+import type { Principal } from './access.js';
 import type { Connection } from './connection.js';
-import { FanoutSubscription } from './fanout-subscription.js';
-import type { GroupDispatcher, GroupMember } from './group-dispatcher.js';
-import { toMessageFrame } from './message-frame.js';
+import type { FanoutSubscription } from './fanout-subscription.js';
+import type { GroupMembership } from './group-dispatcher.js';
+import { HIGH_WATER_MARK, TokenBucket, type ConnectionLimits } from './limits.js';
 
-interface Membership {
-  dispatcher: GroupDispatcher;
-  member: GroupMember;
+/** A subscription or membership the core opened, to start once the reply is sent. */
+export interface Opened<T> {
+  handle: T;
+  result: SubscribeResult;
+  start(): void;
 }
+
+/**
+ * What a session needs of the node: the core operations, each of which
+ * authorises the principal it is given, and the node's limits. The Broker
+ * implements it; a session never reaches past it.
+ */
+export interface SessionContext {
+  readonly logger: Logger;
+  readonly limits: ConnectionLimits;
+  hello(principal: Principal): HelloResult;
+  /** Verifies a token; `bad_request` on a node without authentication. */
+  authenticate(token: string): Promise<Principal>;
+  publish(actor: Principal, topic: string, data: unknown, key?: string): Promise<PublishResult>;
+  history(actor: Principal, topic: string, from: number | undefined, limit: number | undefined): Promise<HistoryResult>;
+  subscribe(actor: Principal, connection: Connection, request: SubscribeRequest): Promise<Opened<FanoutSubscription>>;
+  unsubscribe(subscription: FanoutSubscription, connection: Connection): void;
+  join(actor: Principal, connection: Connection, consumer: string, request: SubscribeRequest & { group: string }): Promise<Opened<GroupMembership>>;
+  leave(membership: GroupMembership): Promise<void>;
+  settle(actor: Principal, membership: GroupMembership, offset: number, epoch: string | undefined, nackDelayMs?: number): Promise<void>;
+  /** The session released everything it held. */
+  sessionClosed(session: Session): void;
+}
+
+/** Close code of a connection whose token expired without a refresh (docs/protocol.md). */
+export const CLOSE_TOKEN_EXPIRED = 4001;
+/** Close code of a connection whose client stopped reading while the node had more to send than it may queue. */
+export const CLOSE_TOO_SLOW = 4008;
+/** Outgoing bytes past which a connection that does not read is closed (the node stops producing at the high-water mark). */
+export const MAX_BUFFERED_BYTES = 16 * HIGH_WATER_MARK;
 
 /** What a request handler returns: the ok fields, and work to start once the reply is sent. */
 interface Handled {
@@ -38,20 +65,35 @@ interface Handled {
 
 /**
  * One client connection, whatever its transport: validates each request,
- * runs it against the broker, and owns the connection's subscriptions.
+ * applies the connection's limits, runs the request through the core as the
+ * connection's principal, and owns the connection's subscriptions.
  */
 export class Session {
   readonly id = randomUUID();
   private readonly fanout = new Map<string, FanoutSubscription>();
-  private readonly groups = new Map<string, Membership>();
+  private readonly groups = new Map<string, GroupMembership>();
+  private readonly publishes: TokenBucket;
   private closed = false;
   private inflight = 0;
   private idleWaiters: Array<() => void> = [];
+  /** History replies of one connection are produced one at a time, each once the connection has room. */
+  private histories: Promise<unknown> = Promise.resolve();
+  private expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly context: SessionContext,
     private readonly connection: Connection,
-  ) {}
+    private principal: Principal,
+  ) {
+    const { publishRate, publishBurst } = context.limits;
+    this.publishes = new TokenBucket(publishRate, publishBurst);
+    this.watchExpiry();
+  }
+
+  /** Who this connection acts as. */
+  get sub(): string | null {
+    return this.principal.sub;
+  }
 
   /**
    * Handles one decoded frame and sends exactly one reply for it: ok or error.
@@ -59,6 +101,13 @@ export class Session {
    */
   async handleFrame(frame: unknown): Promise<void> {
     const id = requestIdOf(frame);
+    if (this.inflight >= this.context.limits.maxInflight) {
+      this.sendError(
+        id,
+        new MeshError('rate_limited', `${this.inflight} requests of this connection are unanswered, the limit; wait for replies`, { retryAfterMs: 100 }),
+      );
+      return;
+    }
     this.inflight++;
     try {
       const request = parseRequest(frame);
@@ -91,241 +140,185 @@ export class Session {
   /** Sends an error frame; used by transports for frames that never decoded. */
   sendError(id: string | number | null, err: unknown): void {
     const error = MeshError.from(err);
-    if (error.code === 'internal') this.broker.logger.error({ err, session: this.id }, 'request failed');
-    this.send({ op: 'error', id, code: error.code, message: error.message });
+    if (error.code === 'internal') this.context.logger.error({ err, session: this.id, sub: this.sub }, 'request failed');
+    else if (error.code === 'forbidden') this.context.logger.info({ session: this.id, sub: this.sub, reason: error.message }, 'request denied');
+    const frame: ServerFrame = { op: 'error', id, code: error.code, message: error.message };
+    if (error.retryAfterMs !== undefined) frame.retryAfterMs = error.retryAfterMs;
+    this.send(frame);
   }
 
   /** Releases every subscription; group leases go back to the group at once. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const sub of this.fanout.values()) {
-      this.broker.removeFanout(sub);
-      this.broker.unwatchTopic(sub.topic);
-    }
+    clearTimeout(this.expiryTimer);
+    for (const sub of this.fanout.values()) this.context.unsubscribe(sub, this.connection);
     this.fanout.clear();
     const leaving = [...this.groups.values()];
     this.groups.clear();
-    await Promise.all(leaving.map((m) => this.leave(m)));
-    this.broker.sessionClosed(this);
+    await Promise.all(leaving.map((m) => this.context.leave(m)));
+    this.context.sessionClosed(this);
   }
 
-  private send(frame: Parameters<Connection['send']>[0]): void {
-    if (!this.closed) this.connection.send(frame);
+  private send(frame: ServerFrame): void {
+    if (this.closed) return;
+    this.connection.send(frame);
+    if (this.connection.bufferedAmount() > MAX_BUFFERED_BYTES) {
+      this.context.logger.warn({ session: this.id, sub: this.sub, buffered: this.connection.bufferedAmount() }, 'closing a connection that does not read');
+      this.connection.close(CLOSE_TOO_SLOW, 'too slow: the client does not read what it asked for');
+    }
   }
 
   private dispatch(request: Request): Promise<Handled> {
     if (this.closed) throw new MeshError('unavailable', 'the connection is closing');
     switch (request.op) {
       case 'hello':
-        return Promise.resolve({ result: this.hello() });
+        return Promise.resolve({ result: this.context.hello(this.principal) });
       case 'ping':
         return Promise.resolve({ result: { ts: Date.now() } });
-      case 'publish':
-        return this.publish(request).then((result) => ({ result }));
+      case 'auth':
+        return this.reauthenticate(request.token).then((result) => ({ result }));
+      case 'publish': {
+        const wait = this.publishes.take();
+        if (wait > 0) {
+          throw new MeshError('rate_limited', `this connection publishes faster than ${this.context.limits.publishRate} messages a second`, {
+            retryAfterMs: wait,
+          });
+        }
+        return this.context.publish(this.principal, request.topic, request.data, request.key).then((result) => ({ result }));
+      }
       case 'subscribe':
-        return request.group === undefined ? this.subscribe(request) : this.join(request, request.group);
+        return request.group === undefined ? this.subscribe(request) : this.join({ ...request, group: request.group });
       case 'unsubscribe':
-        return this.unsubscribe(request).then(() => ({ result: {} }));
+        return this.unsubscribe(request.topic, request.group).then(() => ({ result: {} }));
       case 'ack':
-        return this.ack(request).then(() => ({ result: {} }));
+        return this.settle(request.topic, request.group, request.offset, request.epoch).then(() => ({ result: {} }));
       case 'nack':
-        return this.nack(request).then(() => ({ result: {} }));
+        return this.settle(request.topic, request.group, request.offset, request.epoch, request.delay ?? 0).then(() => ({ result: {} }));
       case 'history':
         return this.history(request).then((result) => ({ result }));
     }
   }
 
-  private hello(): HelloResult {
-    return {
-      node: this.broker.options.nodeId,
-      version: this.broker.options.version,
-      protocol: PROTOCOL_VERSION,
-      nodes: this.broker.options.nodeUrls(),
-      limits: { maxMessageBytes: this.broker.options.maxMessageBytes, dedupeWindowMs: this.broker.options.dedupeWindowMs },
-    };
+  // ---- authentication ------------------------------------------------------------
+
+  /**
+   * Replaces the token with a newer one for the same subject. Refused when
+   * the new token would not allow a subscription this connection holds.
+   */
+  private async reauthenticate(token: string): Promise<AuthResult> {
+    const next = await this.context.authenticate(token);
+    if (next.sub !== this.principal.sub) {
+      throw new MeshError('forbidden', `the new token is for '${String(next.sub)}'; this connection is '${String(this.principal.sub)}'`);
+    }
+    for (const sub of this.fanout.values()) {
+      if (!next.grants.can('subscribe', sub.topic)) {
+        throw new MeshError('forbidden', `the new token may not read topic '${sub.topic}', which this connection subscribes to; unsubscribe first`);
+      }
+    }
+    for (const { dispatcher } of this.groups.values()) {
+      if (!next.grants.can('consume', dispatcher.topic)) {
+        throw new MeshError('forbidden', `the new token may not consume from topic '${dispatcher.topic}', which this connection does; unsubscribe first`);
+      }
+    }
+    this.principal = next;
+    this.watchExpiry();
+    return { sub: next.sub!, expiresAt: next.expiresAt, permissions: next.grants.toJSON() };
   }
 
-  private async publish(request: PublishRequest): Promise<PublishResult> {
-    if (!isValidTopicName(request.topic)) {
-      throw new MeshError('forbidden', `topic '${request.topic}' is written by the broker only`);
+  /** Closes the connection when its token expires, unless a newer one replaces it first. */
+  private watchExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    const { expiresAt } = this.principal;
+    if (expiresAt === null) return;
+    const expire = () => {
+      this.sendError(null, new MeshError('unauthorized', `the token expired at ${new Date(expiresAt).toISOString()}; connect again with a new one`));
+      this.connection.close(CLOSE_TOKEN_EXPIRED, 'token expired');
+    };
+    // Timers hold at most about 24.8 days; check again then.
+    const delay = expiresAt - Date.now();
+    if (delay <= 0) expire();
+    else this.expiryTimer = setTimeout(() => (Date.now() >= expiresAt ? expire() : this.watchExpiry()), Math.min(delay, 2 ** 31 - 1));
+    this.expiryTimer?.unref();
+  }
+
+  // ---- subscriptions -------------------------------------------------------------
+
+  private get subscriptionCount(): number {
+    return this.fanout.size + this.groups.size;
+  }
+
+  private assertRoomForSubscription(): void {
+    const max = this.context.limits.maxSubscriptions;
+    if (this.subscriptionCount >= max) {
+      throw new MeshError('limit_exceeded', `this connection holds ${max} subscriptions and group memberships, the limit; unsubscribe from one first`);
     }
-    const json = JSON.stringify(request.data);
-    const size = Buffer.byteLength(json);
-    if (size > this.broker.options.maxMessageBytes) {
-      throw new MeshError(
-        'payload_too_large',
-        `'data' is ${size} bytes encoded; the limit is ${this.broker.options.maxMessageBytes}`,
-      );
-    }
-    const outcome = await this.broker.engine.publish(request.topic, request.data, request.key === undefined ? { json } : { key: request.key, json });
-    if (!outcome.duplicate) this.broker.countIn(request.topic);
-    return outcome;
   }
 
   private async subscribe(request: SubscribeRequest): Promise<Handled> {
     const { topic } = request;
-    if (request.prefetch !== undefined || request.ackWait !== undefined || request.maxDeliveries !== undefined) {
-      throw new MeshError('bad_request', "'prefetch', 'ackWait' and 'maxDeliveries' apply to group subscriptions only");
-    }
     if (this.fanout.has(topic)) throw new MeshError('bad_request', `already subscribed to topic '${topic}'`);
-    // Watch before reading the edge, so nothing published in between is missed.
-    await this.broker.watchTopic(topic);
-    let info: TopicInfo;
-    try {
-      info = await this.broker.engine.topicInfo(topic);
-      if (request.epoch === info.epoch && request.from !== undefined && request.from - 1 > info.last) {
-        // The client saw more of this epoch than the log holds: it lost its newest messages.
-        info = await this.broker.engine.fence(topic, info.epoch, request.from - 1);
-      }
-    } catch (err) {
-      this.broker.unwatchTopic(topic);
-      throw err;
-    }
+    this.assertRoomForSubscription();
+    const opened = await this.context.subscribe(this.principal, this.connection, request);
     if (this.closed || this.fanout.has(topic)) {
-      this.broker.unwatchTopic(topic);
-      throw new MeshError(this.closed ? 'unavailable' : 'bad_request', this.closed ? 'the connection is closing' : `already subscribed to topic '${topic}'`);
+      this.context.unsubscribe(opened.handle, this.connection);
+      throw this.closed ? new MeshError('unavailable', 'the connection is closing') : new MeshError('bad_request', `already subscribed to topic '${topic}'`);
     }
-    const { from, missing } = resumePoint(info, request.from, request.epoch);
-    const result: SubscribeResult = { epoch: info.epoch, first: info.first, last: info.last, recovered: missing === undefined, from };
-    if (missing) result.missing = missing;
-    const subscription = new FanoutSubscription(
-      topic,
-      this.broker.engine,
-      this.connection,
-      from,
-      info.epoch,
-      (count) => this.broker.countOut(count),
-      (err) => this.broker.logger.error({ err, topic, session: this.id }, 'subscription delivery failed'),
-    );
-    this.fanout.set(topic, subscription);
-    this.broker.addFanout(subscription);
-    this.connection.joinTopic?.(topic);
-    return { result, afterReply: () => subscription.start(info.last) };
+    this.fanout.set(topic, opened.handle);
+    return { result: opened.result, afterReply: opened.start };
   }
 
-  private async join(request: SubscribeRequest, group: string): Promise<Handled> {
-    const { topic } = request;
-    const key = membershipKey(topic, group);
+  private async join(request: SubscribeRequest & { group: string }): Promise<Handled> {
+    const { topic, group } = request;
+    const key = groupKey(topic, group);
     if (this.groups.has(key)) throw new MeshError('bad_request', `already a member of group '${group}' of topic '${topic}'`);
-    const options: Parameters<Broker['engine']['ensureGroup']>[2] = {};
-    if (request.ackWait !== undefined) options.ackWaitMs = request.ackWait;
-    if (request.maxDeliveries !== undefined) options.maxDeliveries = request.maxDeliveries;
-    if (request.from !== undefined) options.startAt = request.from;
-    await this.broker.watchTopic(topic);
-    let info, topicInfo;
-    try {
-      info = await this.broker.engine.ensureGroup(topic, group, options);
-      topicInfo = await this.broker.engine.topicInfo(topic);
-    } catch (err) {
-      this.broker.unwatchTopic(topic);
-      throw err;
-    }
+    this.assertRoomForSubscription();
+    const opened = await this.context.join(this.principal, this.connection, `${this.id}/${group}`, request);
     if (this.closed || this.groups.has(key)) {
-      this.broker.unwatchTopic(topic);
-      throw new MeshError(this.closed ? 'unavailable' : 'bad_request', this.closed ? 'the connection is closing' : `already a member of group '${group}' of topic '${topic}'`);
+      await this.context.leave(opened.handle);
+      throw this.closed
+        ? new MeshError('unavailable', 'the connection is closing')
+        : new MeshError('bad_request', `already a member of group '${group}' of topic '${topic}'`);
     }
-    const dispatcher = this.broker.dispatcher(topic, group);
-    const member: GroupMember = {
-      consumer: `${this.broker.options.nodeId}/${this.id}/${group}`,
-      connection: this.connection,
-      prefetch: request.prefetch ?? DEFAULTS.prefetch,
-      inflight: new Map(),
-    };
-    this.groups.set(key, { dispatcher, member });
-    const result: SubscribeResult = {
-      epoch: topicInfo.epoch,
-      first: topicInfo.first,
-      last: topicInfo.last,
-      recovered: true,
-      group,
-      prefetch: member.prefetch,
-      ackWait: info.ackWaitMs,
-      maxDeliveries: info.maxDeliveries,
-    };
-    return { result, afterReply: () => dispatcher.add(member) };
+    this.groups.set(key, opened.handle);
+    return { result: opened.result, afterReply: opened.start };
   }
 
-  private async unsubscribe(request: UnsubscribeRequest): Promise<void> {
-    if (request.group === undefined) {
-      const sub = this.fanout.get(request.topic);
-      if (!sub) throw new MeshError('not_found', `not subscribed to topic '${request.topic}'`);
-      this.fanout.delete(request.topic);
-      this.broker.removeFanout(sub);
-      this.connection.leaveTopic?.(request.topic);
-      this.broker.unwatchTopic(request.topic);
+  private async unsubscribe(topic: string, group: string | undefined): Promise<void> {
+    if (group === undefined) {
+      const sub = this.fanout.get(topic);
+      if (!sub) throw new MeshError('not_found', `not subscribed to topic '${topic}'`);
+      this.fanout.delete(topic);
+      this.context.unsubscribe(sub, this.connection);
       return;
     }
-    const key = membershipKey(request.topic, request.group);
+    const key = groupKey(topic, group);
     const membership = this.groups.get(key);
-    if (!membership) throw this.notMember(request.topic, request.group);
+    if (!membership) throw notMember(topic, group);
     this.groups.delete(key);
-    await this.leave(membership);
+    await this.context.leave(membership);
   }
 
-  private async leave({ dispatcher, member }: Membership): Promise<void> {
-    try {
-      await dispatcher.remove(member.consumer);
-    } catch (err) {
-      this.broker.logger.error({ err, topic: dispatcher.topic, group: dispatcher.group }, 'releasing group leases failed');
-    } finally {
-      this.broker.releaseDispatcher(dispatcher);
-      this.broker.unwatchTopic(dispatcher.topic);
-    }
+  private async settle(topic: string, group: string, offset: number, epoch: string | undefined, nackDelayMs?: number): Promise<void> {
+    const membership = this.groups.get(groupKey(topic, group));
+    if (!membership) throw notMember(topic, group);
+    await this.context.settle(this.principal, membership, offset, epoch, nackDelayMs);
   }
 
-  private async ack(request: AckRequest): Promise<void> {
-    const membership = this.groups.get(membershipKey(request.topic, request.group));
-    if (!membership) throw this.notMember(request.topic, request.group);
-    await membership.dispatcher.ack(membership.member, request.offset, request.epoch);
-  }
-
-  private async nack(request: NackRequest): Promise<void> {
-    const membership = this.groups.get(membershipKey(request.topic, request.group));
-    if (!membership) throw this.notMember(request.topic, request.group);
-    await membership.dispatcher.nack(membership.member, request.offset, request.delay ?? 0, request.epoch);
-  }
-
-  private async history(request: HistoryRequest): Promise<HistoryResult> {
-    const info = await this.broker.engine.topicInfo(request.topic);
-    const messages = await this.broker.engine.read(
-      request.topic,
-      request.from ?? info.first,
-      request.limit ?? DEFAULTS.historyLimit,
-    );
-    return { epoch: info.epoch, first: info.first, last: info.last, messages: messages.map((m) => toMessageFrame(m)) };
-  }
-
-  private notMember(topic: string, group: string): MeshError {
-    return new MeshError('not_found', `this connection is not a member of group '${group}' of topic '${topic}'`);
+  /** One history reply at a time per connection, each only once the connection has room for it. */
+  private history(request: HistoryRequest): Promise<HistoryResult> {
+    const run = this.histories.then(async () => {
+      while (!this.closed && this.connection.bufferedAmount() >= HIGH_WATER_MARK) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      if (this.closed) throw new MeshError('unavailable', 'the connection is closing');
+      return this.context.history(this.principal, request.topic, request.from, request.limit);
+    });
+    this.histories = run.catch(() => undefined);
+    return run;
   }
 }
 
-/**
- * Where a fan-out subscription starts and what the client asked for that it
- * will not get as it knew it: offsets removed by retention, or offsets of an
- * earlier epoch that were lost and hold other messages now.
- */
-export function resumePoint(
-  info: TopicInfo,
-  requested: number | undefined,
-  epoch: string | undefined,
-): { from: number; missing?: { from: number; to: number } } {
-  if (requested === undefined) return { from: info.last + 1 };
-  let from = requested;
-  if (epoch !== undefined && epoch !== info.epoch) {
-    const i = info.epochs.findIndex((e) => e.epoch === epoch);
-    if (i < 0) {
-      // A log the client read from is gone entirely: its offsets mean nothing here.
-      return { from: info.first, missing: { from: 1, to: requested - 1 } };
-    }
-    const end = info.epochs[i + 1]!.start - 1;
-    if (requested - 1 > end) return { from: Math.max(end + 1, info.first), missing: { from: end + 1, to: requested - 1 } };
-  }
-  if (from < info.first) return { from: info.first, missing: { from, to: info.first - 1 } };
-  return { from };
-}
-
-function membershipKey(topic: string, group: string): string {
-  return `${topic}\u0000${group}`;
+function notMember(topic: string, group: string): MeshError {
+  return new MeshError('not_found', `this connection is not a member of group '${group}' of topic '${topic}'`);
 }

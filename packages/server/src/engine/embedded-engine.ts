@@ -1,33 +1,31 @@
-import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { MeshError, DEFAULTS, deadLetterTopicOf } from '@meshmq/shared';
+import { MeshError, DEFAULTS, deadLetterTopicOf, groupKey, isDeadLetterTopic } from '@meshmq/shared';
 import type {
   ClaimResult,
   DeadLetter,
+  EngineCommonOptions,
   EpochStart,
   Engine,
   GroupDelivery,
   GroupInfo,
+  GroupOptions,
   GroupSettings,
   MessageListener,
   PendingEntry,
   PublishOptions,
   PublishOutcome,
   RetentionPolicy,
+  SettleOptions,
   StoredMessage,
   TopicInfo,
 } from './engine.js';
-import { epochHolds } from './engine.js';
+import { DEFAULT_RETENTION, epochHolds, newEpoch } from './engine.js';
 import { LiveSequencer } from './live-sequencer.js';
 
-export interface EmbeddedEngineOptions {
+export interface EmbeddedEngineOptions extends EngineCommonOptions {
   /** Directory holding the store; created if missing. */
   dataDir: string;
-  /** Retention of a topic. Default: {@link DEFAULTS} for every topic. */
-  retention?: (topic: string) => RetentionPolicy;
-  /** Default: 2 minutes. */
-  dedupeWindowMs?: number;
 }
 
 /** Persisted per-topic record. `last` is the source of truth for offset assignment. */
@@ -68,19 +66,6 @@ type MessageKey = [string, number];
 type GroupKey = [string, string];
 type PendingKey = [string, string, number];
 
-const defaultRetention: RetentionPolicy = {
-  maxMessages: DEFAULTS.retentionMaxMessages,
-  maxAgeMs: DEFAULTS.retentionMaxAgeMs,
-};
-
-function newEpoch(): string {
-  return randomBytes(6).toString('hex');
-}
-
-function groupId(topic: string, group: string): string {
-  return `${topic}\u0000${group}`;
-}
-
 /**
  * The single-node engine: everything in one LMDB environment under `dataDir`.
  *
@@ -109,11 +94,15 @@ export class EmbeddedEngine implements Engine {
   private readonly sequencer: LiveSequencer;
   private readonly retention: (topic: string) => RetentionPolicy;
   private readonly dedupeWindowMs: number;
+  private readonly now: () => number;
+  /** Topics other than dead-letter topics, counted against maxTopics. */
+  private userTopics = 0;
   private closed = false;
 
   constructor(private readonly options: EmbeddedEngineOptions) {
-    this.retention = options.retention ?? (() => defaultRetention);
+    this.retention = options.retention ?? (() => DEFAULT_RETENTION);
     this.dedupeWindowMs = options.dedupeWindowMs ?? DEFAULTS.dedupeWindowMs;
+    this.now = options.clock ?? Date.now;
     this.sequencer = new LiveSequencer((message) => {
       const info = this.topics.get(message.topic);
       if (info && message.offset > info.last) {
@@ -134,19 +123,18 @@ export class EmbeddedEngine implements Engine {
     this.pendingDb = this.root.openDB<PendingEntry, PendingKey>({ name: 'pending' });
 
     for (const { key, value } of this.topicsDb.getRange()) {
-      this.topics.set(key, this.toInfo(key, value));
-      this.sequencer.reset(key, value.last);
+      this.ensureTopicState(key, value);
     }
-    const now = Date.now();
+    const now = this.now();
     for (const { key, value } of this.groupsDb.getRange()) {
       const [topic, group] = key;
-      this.groups.set(groupId(topic, group), { ...value, topic, group, pending: new Map() });
+      this.groups.set(groupKey(topic, group), { ...value, topic, group, pending: new Map() });
     }
     for (const { key, value } of this.pendingDb.getRange()) {
       const [topic, group, offset] = key;
       // Every member was disconnected by the restart: their leases end now.
       const entry: PendingEntry = { ...value, offset, consumer: null, deadline: Math.min(value.deadline, now) };
-      this.groups.get(groupId(topic, group))?.pending.set(offset, entry);
+      this.groups.get(groupKey(topic, group))?.pending.set(offset, entry);
     }
   }
 
@@ -194,8 +182,8 @@ export class EmbeddedEngine implements Engine {
   ): Promise<PublishOutcome> {
     this.assertOpen();
     // Creating the topic first gives its in-memory state exactly one starting point.
-    if (!this.topics.has(topic)) await this.topicInfo(topic);
-    const now = Date.now();
+    if (!this.topics.has(topic)) await this.createTopic(topic);
+    const now = this.now();
     const retention = this.retention(topic);
     let trimmed: (() => void) | undefined;
     let result: PublishOutcome & { message?: StoredMessage };
@@ -243,22 +231,25 @@ export class EmbeddedEngine implements Engine {
     return outcome;
   }
 
-  async read(topic: string, from: number, limit: number): Promise<StoredMessage[]> {
-    return this.readDurable(topic, from, limit);
+  async read(topic: string, from: number, limit: number, maxBytes = Infinity): Promise<StoredMessage[]> {
+    return this.readDurable(topic, from, limit, maxBytes);
   }
 
   /** Synchronous so that claim can pick and lease entries without interleaving. */
-  private readDurable(topic: string, from: number, limit: number): StoredMessage[] {
+  private readDurable(topic: string, from: number, limit: number, maxBytes = Infinity): StoredMessage[] {
     const info = this.topics.get(topic);
     if (!info || limit <= 0) return [];
     const start = Math.max(from, info.first);
     if (start > info.last) return [];
     const out: StoredMessage[] = [];
+    let bytes = 0;
     for (const { key, value } of this.messagesDb.getRange({
       start: [topic, start],
       end: [topic, info.last + 1],
       limit,
     })) {
+      if (out.length > 0 && bytes + value.json.length > maxBytes) break;
+      bytes += value.json.length;
       const message: StoredMessage = { topic, offset: key[1], epoch: info.epoch, ts: value.ts, data: JSON.parse(value.json) };
       if (value.key !== undefined) message.key = value.key;
       out.push(message);
@@ -266,16 +257,27 @@ export class EmbeddedEngine implements Engine {
     return out;
   }
 
-  async topicInfo(topic: string): Promise<TopicInfo> {
+  async topicInfo(topic: string): Promise<TopicInfo | undefined> {
     const known = this.topics.get(topic);
-    if (known) return { ...known };
+    return known && { ...known, epochs: [...known.epochs] };
+  }
+
+  /** Creates the topic's record (first publish or group); refuses one past maxTopics. */
+  private async createTopic(topic: string): Promise<TopicInfo> {
+    const known = this.topics.get(topic);
+    if (known) return known;
     this.assertOpen();
+    const counted = !isDeadLetterTopic(topic);
+    const max = this.options.maxTopics;
+    if (counted && max !== undefined && this.userTopics >= max) {
+      throw new MeshError('limit_exceeded', `this node holds ${this.userTopics} topics, its limit (--max-topics); topic '${topic}' was not created`);
+    }
     let record: TopicRecord;
     try {
       record = await this.root.transaction(() => {
         const existing = this.topicsDb.get(topic);
         if (existing) return existing;
-        const fresh = { epoch: newEpoch(), first: 1, last: 0, createdAt: Date.now() };
+        const fresh = { epoch: newEpoch(), first: 1, last: 0, createdAt: this.now() };
         this.topicsDb.put(topic, fresh);
         return fresh;
       });
@@ -283,40 +285,15 @@ export class EmbeddedEngine implements Engine {
     } catch (err) {
       throw this.storageError(err);
     }
-    return { ...this.ensureTopicState(topic, record) };
-  }
-
-  async fence(topic: string, epoch: string, seenLast: number): Promise<TopicInfo> {
-    const info = await this.topicInfo(topic);
-    if (info.epoch !== epoch || info.last >= seenLast) return info;
-    let record: TopicRecord | undefined;
-    try {
-      record = await this.root.transaction(() => {
-        const current = this.topicsDb.get(topic);
-        if (!current || current.epoch !== epoch || current.last >= seenLast) return current;
-        const next = newEpoch();
-        const epochs = [...(current.epochs ?? [{ epoch: current.epoch, start: 1 }]), { epoch: next, start: current.last + 1 }];
-        const fenced = { ...current, epoch: next, epochs };
-        this.topicsDb.put(topic, fenced);
-        return fenced;
-      });
-      await this.root.flushed;
-    } catch (err) {
-      throw this.storageError(err);
-    }
-    const state = this.topics.get(topic);
-    if (state && record) {
-      state.epoch = record.epoch;
-      state.epochs = record.epochs ?? state.epochs;
-    }
-    return { ...(state ?? info) };
+    return this.ensureTopicState(topic, record);
   }
 
   async listTopics(): Promise<TopicInfo[]> {
     return [...this.topics.values()].map((info) => ({ ...info })).sort((a, b) => a.topic.localeCompare(b.topic));
   }
 
-  async enforceRetention(topic: string, now = Date.now()): Promise<number> {
+  async enforceRetention(topic: string): Promise<number> {
+    const now = this.now();
     const { maxAgeMs, maxMessages } = this.retention(topic);
     const removed = await this.removeOldest(
       topic,
@@ -375,13 +352,12 @@ export class EmbeddedEngine implements Engine {
 
   // ---- groups ------------------------------------------------------------------
 
-  async ensureGroup(
-    topic: string,
-    group: string,
-    options: Partial<GroupSettings> & { startAt?: number } = {},
-  ): Promise<GroupInfo> {
-    const info = await this.topicInfo(topic);
-    let state = this.groups.get(groupId(topic, group));
+  async ensureGroup(topic: string, group: string, options: GroupOptions = {}): Promise<GroupInfo> {
+    const existing = this.groups.get(groupKey(topic, group));
+    if (existing) return this.describeGroup(existing, this.now());
+    const info = await this.createTopic(topic);
+    // Another call may have created it while the topic was being created.
+    let state = this.groups.get(groupKey(topic, group));
     if (!state) {
       state = {
         topic,
@@ -389,27 +365,32 @@ export class EmbeddedEngine implements Engine {
         cursor: Math.max(options.startAt ?? info.last + 1, info.first),
         ackWaitMs: options.ackWaitMs ?? DEFAULTS.ackWaitMs,
         maxDeliveries: options.maxDeliveries ?? DEFAULTS.maxDeliveries,
-        createdAt: Date.now(),
+        createdAt: this.now(),
         redeliveries: 0,
         deadLettered: 0,
         pending: new Map(),
       };
-      this.groups.set(groupId(topic, group), state);
-    } else {
-      if (options.ackWaitMs !== undefined) state.ackWaitMs = options.ackWaitMs;
-      if (options.maxDeliveries !== undefined) state.maxDeliveries = options.maxDeliveries;
+      this.groups.set(groupKey(topic, group), state);
+      await this.persistGroup(state);
     }
+    return this.describeGroup(state, this.now());
+  }
+
+  async configureGroup(topic: string, group: string, settings: Partial<GroupSettings>): Promise<GroupInfo> {
+    const state = this.requireGroup(topic, group);
+    if (settings.ackWaitMs !== undefined) state.ackWaitMs = settings.ackWaitMs;
+    if (settings.maxDeliveries !== undefined) state.maxDeliveries = settings.maxDeliveries;
     await this.persistGroup(state);
-    return this.describeGroup(state, Date.now());
+    return this.describeGroup(state, this.now());
   }
 
   async groupInfo(topic: string, group: string): Promise<GroupInfo | undefined> {
-    const state = this.groups.get(groupId(topic, group));
-    return state && this.describeGroup(state, Date.now());
+    const state = this.groups.get(groupKey(topic, group));
+    return state && this.describeGroup(state, this.now());
   }
 
   async listGroups(topic: string): Promise<GroupInfo[]> {
-    const now = Date.now();
+    const now = this.now();
     return [...this.groups.values()]
       .filter((state) => state.topic === topic)
       .map((state) => this.describeGroup(state, now))
@@ -417,12 +398,13 @@ export class EmbeddedEngine implements Engine {
   }
 
   async pending(topic: string, group: string, limit: number): Promise<PendingEntry[]> {
-    const state = this.groups.get(groupId(topic, group));
+    const state = this.groups.get(groupKey(topic, group));
     if (!state) return [];
     return [...state.pending.values()].sort((a, b) => a.offset - b.offset).slice(0, limit).map((e) => ({ ...e }));
   }
 
-  async claim(topic: string, group: string, consumer: string, max: number, now = Date.now()): Promise<ClaimResult> {
+  async claim(topic: string, group: string, consumer: string, max: number): Promise<ClaimResult> {
+    const now = this.now();
     const state = this.requireGroup(topic, group);
     const info = this.topics.get(topic);
     const deliveries: GroupDelivery[] = [];
@@ -515,26 +497,32 @@ export class EmbeddedEngine implements Engine {
     }
   }
 
-  async ack(topic: string, group: string, offset: number, epoch?: string): Promise<void> {
+  async ack(topic: string, group: string, offset: number, options: SettleOptions): Promise<void> {
     const state = this.requireGroup(topic, group);
-    this.assertEpochHolds(topic, group, offset, epoch);
-    if (!state.pending.delete(offset)) {
-      throw new MeshError('not_found', `offset ${offset} is not pending in group '${group}' of topic '${topic}'`);
-    }
+    this.leasedEntry(state, offset, options);
+    state.pending.delete(offset);
     await this.write(() => this.pendingDb.remove([topic, group, offset]));
   }
 
-  async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now(), epoch?: string): Promise<number> {
+  async nack(topic: string, group: string, offset: number, delayMs: number, options: SettleOptions): Promise<number> {
     const state = this.requireGroup(topic, group);
-    this.assertEpochHolds(topic, group, offset, epoch);
-    const entry = state.pending.get(offset);
-    if (!entry) {
-      throw new MeshError('not_found', `offset ${offset} is not pending in group '${group}' of topic '${topic}'`);
-    }
+    const entry = this.leasedEntry(state, offset, options);
     entry.consumer = null;
-    entry.deadline = now + delayMs;
+    entry.deadline = this.now() + delayMs;
     await this.write(() => this.pendingDb.put([topic, group, offset], entry));
     return entry.deadline;
+  }
+
+  /** The pending entry at `offset` if it is leased to the settling consumer in the epoch it names. */
+  private leasedEntry(state: GroupState, offset: number, { consumer, epoch }: SettleOptions): PendingEntry {
+    const { topic, group } = state;
+    this.assertEpochHolds(topic, group, offset, epoch);
+    const entry = state.pending.get(offset);
+    if (!entry) throw new MeshError('not_found', `offset ${offset} is not pending in group '${group}' of topic '${topic}'`);
+    if (entry.consumer !== consumer) {
+      throw new MeshError('not_found', `offset ${offset} of group '${group}' of topic '${topic}' is not leased to this member (its lease ended)`);
+    }
+    return entry;
   }
 
   private assertEpochHolds(topic: string, group: string, offset: number, epoch: string | undefined): void {
@@ -544,9 +532,9 @@ export class EmbeddedEngine implements Engine {
   }
 
   async release(topic: string, group: string, consumer: string): Promise<number> {
-    const state = this.groups.get(groupId(topic, group));
+    const state = this.groups.get(groupKey(topic, group));
     if (!state) return 0;
-    const now = Date.now();
+    const now = this.now();
     const released: PendingEntry[] = [];
     for (const entry of state.pending.values()) {
       if (entry.consumer !== consumer) continue;
@@ -563,9 +551,9 @@ export class EmbeddedEngine implements Engine {
   }
 
   async deleteGroup(topic: string, group: string): Promise<void> {
-    const state = this.groups.get(groupId(topic, group));
+    const state = this.groups.get(groupKey(topic, group));
     if (!state) return;
-    this.groups.delete(groupId(topic, group));
+    this.groups.delete(groupKey(topic, group));
     await this.write(() => {
       this.groupsDb.remove([topic, group]);
       for (const offset of state.pending.keys()) this.pendingDb.remove([topic, group, offset]);
@@ -575,7 +563,7 @@ export class EmbeddedEngine implements Engine {
   // ---- helpers -----------------------------------------------------------------
 
   private requireGroup(topic: string, group: string): GroupState {
-    const state = this.groups.get(groupId(topic, group));
+    const state = this.groups.get(groupKey(topic, group));
     if (!state) throw new MeshError('not_found', `group '${group}' of topic '${topic}' does not exist`);
     return state;
   }
@@ -629,6 +617,7 @@ export class EmbeddedEngine implements Engine {
     if (!info) {
       info = this.toInfo(topic, record);
       this.topics.set(topic, info);
+      if (!isDeadLetterTopic(topic)) this.userTopics++;
       this.sequencer.reset(topic, record.last);
     }
     return info;

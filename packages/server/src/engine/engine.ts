@@ -12,7 +12,8 @@
  * - Group state (cursor, pending entries, delivery counts) is durable.
  */
 
-import type { DeadLetter, GroupInfo, GroupSettings, PendingEntry, RetentionPolicy } from '@meshmq/shared';
+import { randomBytes } from 'node:crypto';
+import { DEFAULTS, type DeadLetter, type GroupInfo, type GroupSettings, type PendingEntry, type RetentionPolicy } from '@meshmq/shared';
 
 export type { DeadLetter, GroupInfo, GroupSettings, PendingEntry, RetentionPolicy };
 
@@ -32,16 +33,41 @@ export interface EpochStart {
 }
 
 /**
+ * Last offset of `epoch` that is still the one in the log: Infinity for the
+ * current epoch, the offset before the next epoch's start for an earlier
+ * one, undefined for an epoch the log does not know (lost entirely, or older
+ * than the history kept).
+ */
+export function epochEnd(epochs: readonly EpochStart[], epoch: string): number | undefined {
+  const i = epochs.findIndex((e) => e.epoch === epoch);
+  if (i < 0) return undefined;
+  const next = epochs[i + 1];
+  return next === undefined ? Infinity : next.start - 1;
+}
+
+/**
  * True when the message at `offset` in epoch `epoch` is still the one in the
  * log: `epoch` is the current one, or an earlier one that `offset` precedes
  * the end of.
  */
 export function epochHolds(epochs: readonly EpochStart[], epoch: string, offset: number): boolean {
-  const i = epochs.findIndex((e) => e.epoch === epoch);
-  if (i < 0) return false;
-  const next = epochs[i + 1];
-  return next === undefined || offset < next.start;
+  const end = epochEnd(epochs, epoch);
+  return end !== undefined && offset <= end;
 }
+
+/** Epochs a topic's history keeps; older ones count as unknown (a client resuming from one is told it lost everything). */
+export const MAX_EPOCHS = 32;
+
+/** A new epoch id: 12 hex digits. */
+export function newEpoch(): string {
+  return randomBytes(6).toString('hex');
+}
+
+/** Retention when none is configured. */
+export const DEFAULT_RETENTION: RetentionPolicy = {
+  maxMessages: DEFAULTS.retentionMaxMessages,
+  maxAgeMs: DEFAULTS.retentionMaxAgeMs,
+};
 
 export interface TopicInfo {
   topic: string;
@@ -74,8 +100,38 @@ export interface PublishOutcome {
   duplicate: boolean;
 }
 
+/** Who settles a delivery, and the epoch it was delivered with. */
+export interface SettleOptions {
+  /** The consumer the delivery is leased to; anyone else is refused. */
+  consumer: string;
+  /**
+   * The epoch the message was delivered with: the engine refuses to settle
+   * another message that took over its offset after a loss.
+   */
+  epoch?: string;
+}
 
+/** Settings of a group and where a group created by the call starts. */
+export interface GroupOptions extends Partial<GroupSettings> {
+  /** First offset a group created by this call takes; default after the last one. */
+  startAt?: number;
+}
 
+/** Options every engine takes. */
+export interface EngineCommonOptions {
+  /** Retention of a topic. Default: {@link DEFAULT_RETENTION} for every topic. */
+  retention?: (topic: string) => RetentionPolicy;
+  /** Window in which a repeated publish key is a duplicate. Default {@link DEFAULTS.dedupeWindowMs}. */
+  dedupeWindowMs?: number;
+  /**
+   * Most topics the store may hold (dead-letter topics not counted); a
+   * publish or group join that would create one more fails with
+   * `limit_exceeded`. Default: no limit.
+   */
+  maxTopics?: number;
+  /** Current time in ms; tests give a controllable clock. Default `Date.now`. */
+  clock?: () => number;
+}
 
 /** One message handed to one group member. */
 export interface GroupDelivery {
@@ -95,8 +151,6 @@ export interface ClaimResult {
   nextDueAt?: number;
 }
 
-
-
 export type MessageListener = (message: StoredMessage) => void;
 /** Leases of `group` became deliverable (released or nacked, possibly by another node). */
 export type WakeListener = (topic: string, group: string) => void;
@@ -110,21 +164,20 @@ export interface Engine {
 
   /** `json`, when given, is `data` already encoded (the caller measured it), so it is not encoded twice. */
   publish(topic: string, data: unknown, options?: PublishOptions): Promise<PublishOutcome>;
-  /** Up to `limit` retained messages with offset >= `from`, in offset order. */
-  read(topic: string, from: number, limit: number): Promise<StoredMessage[]>;
-  /** Creates the topic's log (and epoch) if it does not exist yet. */
-  topicInfo(topic: string): Promise<TopicInfo>;
   /**
-   * Reports that offsets up to `seenLast` of `epoch` were acknowledged or
-   * delivered. If the log is behind that in the same epoch (it lost its
-   * newest messages, e.g. in a Redis failover), a new epoch begins at
-   * `last + 1`, so that reused offsets are never mistaken for the lost ones.
-   * Returns the topic's state after the check.
+   * Up to `limit` retained messages with offset >= `from`, in offset order;
+   * `maxBytes`, when given, stops the page once the messages' encoded data
+   * passes it (always at least one message).
    */
-  fence(topic: string, epoch: string, seenLast: number): Promise<TopicInfo>;
+  read(topic: string, from: number, limit: number, maxBytes?: number): Promise<StoredMessage[]>;
+  /**
+   * The topic's state, or undefined when it does not exist. Never creates a
+   * topic: only publish and ensureGroup do, so reads cannot fill the store.
+   */
+  topicInfo(topic: string): Promise<TopicInfo | undefined>;
   listTopics(): Promise<TopicInfo[]>;
   /** Removes messages the topic's retention no longer keeps; returns how many. */
-  enforceRetention(topic: string, now?: number): Promise<number>;
+  enforceRetention(topic: string): Promise<number>;
   /**
    * Removes every retained message with offset < `before` (all of them when
    * `before` is past `last`); offsets are never reused. Returns how many.
@@ -144,14 +197,14 @@ export interface Engine {
   unwatch(topic: string): Promise<void>;
 
   /**
-   * Creates the group if missing (starting at `startAt`, default: after the
-   * last offset) and applies any given settings. Returns its state.
+   * Creates the group (and its topic) if missing, starting at `startAt`
+   * (default: after the last offset) with the given settings. An existing
+   * group keeps its settings: a joining member never rewrites them (see
+   * configureGroup). Returns its state.
    */
-  ensureGroup(
-    topic: string,
-    group: string,
-    options?: Partial<GroupSettings> & { startAt?: number },
-  ): Promise<GroupInfo>;
+  ensureGroup(topic: string, group: string, options?: GroupOptions): Promise<GroupInfo>;
+  /** Changes an existing group's settings; `not_found` when it does not exist. */
+  configureGroup(topic: string, group: string, settings: Partial<GroupSettings>): Promise<GroupInfo>;
   groupInfo(topic: string, group: string): Promise<GroupInfo | undefined>;
   listGroups(topic: string): Promise<GroupInfo[]>;
   pending(topic: string, group: string, limit: number): Promise<PendingEntry[]>;
@@ -160,15 +213,20 @@ export interface Engine {
    * offset order), then new messages after the cursor. An entry that has
    * reached maxDeliveries is moved to the dead-letter topic instead.
    */
-  claim(topic: string, group: string, consumer: string, max: number, now?: number): Promise<ClaimResult>;
+  claim(topic: string, group: string, consumer: string, max: number): Promise<ClaimResult>;
   /**
-   * Settles a pending delivery. Throws `not_found` if the offset is not
-   * pending, or if `epoch` (the epoch the message was delivered with) says
-   * the member's message at that offset was lost and another one holds it now.
+   * Settles a delivery leased to `options.consumer`. Throws `not_found` if
+   * the offset is not pending, is leased to another consumer (its lease
+   * ended and it was redelivered, or it never was this consumer's), or if
+   * `options.epoch` says the consumer's message at that offset was lost and
+   * another one holds it now.
    */
-  ack(topic: string, group: string, offset: number, epoch?: string): Promise<void>;
-  /** Makes a pending delivery deliverable again after `delayMs`. Throws `not_found` as ack does. */
-  nack(topic: string, group: string, offset: number, delayMs: number, now?: number, epoch?: string): Promise<number>;
+  ack(topic: string, group: string, offset: number, options: SettleOptions): Promise<void>;
+  /**
+   * Makes a delivery leased to `options.consumer` deliverable again after
+   * `delayMs`; returns when. Throws `not_found` as ack does.
+   */
+  nack(topic: string, group: string, offset: number, delayMs: number, options: SettleOptions): Promise<number>;
   /** Makes every delivery leased to `consumer` deliverable now; returns how many. */
   release(topic: string, group: string, consumer: string): Promise<number>;
   deleteGroup(topic: string, group: string): Promise<void>;

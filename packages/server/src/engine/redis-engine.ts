@@ -1,10 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { DEFAULTS, MeshError, deadLetterTopicOf, sourceTopicOf } from '@meshmq/shared';
+import { DEFAULTS, MeshError, deadLetterTopicOf, isDeadLetterTopic, sourceTopicOf } from '@meshmq/shared';
 import type {
   ClaimResult,
   Engine,
+  EngineCommonOptions,
   GroupInfo,
+  GroupOptions,
   GroupSettings,
   MessageListener,
   PendingEntry,
@@ -12,18 +13,29 @@ import type {
   PublishOptions,
   PublishOutcome,
   RetentionPolicy,
+  SettleOptions,
   StoredMessage,
   TopicInfo,
 } from './engine.js';
+import { DEFAULT_RETENTION, epochEnd, newEpoch } from './engine.js';
 import { RedisLink, type RedisLinkOptions } from './redis-link.js';
-import { ACK, CLAIM, ENSURE_GROUP, ENSURE_TOPIC, GROUP_STATE, NACK, PUBLISH, RELEASE, TRIM } from './redis-scripts.js';
+import {
+  ACK,
+  CLAIM,
+  CONFIGURE_GROUP,
+  ENSURE_GROUP,
+  GROUP_STATE,
+  NACK,
+  PUBLISH,
+  REGISTER_TOPIC,
+  RELEASE,
+  TOPIC_STATE,
+  TRIM,
+} from './redis-scripts.js';
 
-export interface RedisEngineOptions extends RedisLinkOptions {
+export interface RedisEngineOptions extends RedisLinkOptions, EngineCommonOptions {
   /** Prefix of every key and channel. Default `mq:`. */
   keyPrefix?: string;
-  retention?: (topic: string) => RetentionPolicy;
-  /** Default: 2 minutes. */
-  dedupeWindowMs?: number;
   /**
    * Replicas that must have a publish before it is acknowledged (Redis WAIT).
    * 0 (default) acknowledges once the primary has it.
@@ -44,15 +56,8 @@ interface TopicKeys {
 
 /** Pending entries scanned per claim for due redeliveries. */
 const CLAIM_SCAN = 1000;
-
-const defaultRetention: RetentionPolicy = {
-  maxMessages: DEFAULTS.retentionMaxMessages,
-  maxAgeMs: DEFAULTS.retentionMaxAgeMs,
-};
-
-function newEpoch(): string {
-  return randomBytes(6).toString('hex');
-}
+/** Entries per XRANGE when a read has a byte budget, so a page never pulls far more than it returns. */
+const READ_CHUNK = 64;
 
 function offsetOf(id: string): number {
   return Number(id.slice(0, id.indexOf('-')));
@@ -81,6 +86,7 @@ export class RedisEngine implements Engine {
   private readonly prefix: string;
   private readonly retention: (topic: string) => RetentionPolicy;
   private readonly dedupeWindowMs: number;
+  private readonly now: () => number;
   private readonly listeners = new Set<MessageListener>();
   private readonly wakeListeners = new Set<WakeListener>();
   /** Watched topics: the last offset handed to listeners, and a queue that keeps them in order. */
@@ -94,8 +100,9 @@ export class RedisEngine implements Engine {
   constructor(private readonly options: RedisEngineOptions) {
     this.link = new RedisLink(options);
     this.prefix = options.keyPrefix ?? 'mq:';
-    this.retention = options.retention ?? (() => defaultRetention);
+    this.retention = options.retention ?? (() => DEFAULT_RETENTION);
     this.dedupeWindowMs = options.dedupeWindowMs ?? DEFAULTS.dedupeWindowMs;
+    this.now = options.clock ?? Date.now;
     this.link.on('reconnected', () => {
       for (const topic of this.watched.keys()) this.catchUpLive(topic);
     });
@@ -140,9 +147,11 @@ export class RedisEngine implements Engine {
     return `${this.prefix}topics`;
   }
 
+  /** Adds a topic the node is about to create to the registry, refusing one past maxTopics. */
   private async register(topic: string): Promise<void> {
     if (this.registered.has(topic)) return;
-    await this.link.command(['SADD', this.registryKey, topic]);
+    const counted = isDeadLetterTopic(topic) ? '0' : '1';
+    await this.link.eval(REGISTER_TOPIC, [this.registryKey], [topic, this.options.maxTopics ?? -1, counted]);
     this.registered.add(topic);
   }
 
@@ -158,7 +167,7 @@ export class RedisEngine implements Engine {
     const reply = await this.link.eval<[string, number, string, number]>(
       PUBLISH,
       [k.meta, k.log, k.keyPrefix + key],
-      [json, Date.now(), key, this.dedupeWindowMs, this.retention(topic).maxMessages, newEpoch(), k.live, seen?.epoch ?? '', seen?.last ?? 0],
+      [json, this.now(), key, this.dedupeWindowMs, this.retention(topic).maxMessages, newEpoch(), k.live, seen?.epoch ?? '', seen?.last ?? 0],
     );
     await this.waitForReplicas();
     const outcome = { offset: Number(reply[1]), epoch: String(reply[2]), ts: Number(reply[3]), duplicate: reply[0] === 'dup' };
@@ -185,36 +194,56 @@ export class RedisEngine implements Engine {
     }
   }
 
-  async read(topic: string, from: number, limit: number): Promise<StoredMessage[]> {
+  async read(topic: string, from: number, limit: number, maxBytes = Infinity): Promise<StoredMessage[]> {
     if (limit <= 0) return [];
     const k = this.keys(topic);
+    const chunk = Number.isFinite(maxBytes) ? Math.min(limit, READ_CHUNK) : limit;
     const [entries, meta] = await Promise.all([
-      this.link.command<Array<[string, string[]]>>(['XRANGE', k.log, `${Math.max(1, from)}-0`, '+', 'COUNT', limit]),
+      this.link.command<Array<[string, string[]]>>(['XRANGE', k.log, `${Math.max(1, from)}-0`, '+', 'COUNT', chunk]),
       this.link.command<Array<string | null>>(['HMGET', k.meta, 'epoch']),
     ]);
     const epoch = meta[0] ?? '';
-    return entries.map(([id, flat]) => this.toMessage(topic, epoch, id, flat));
+    const out: StoredMessage[] = [];
+    let bytes = 0;
+    for (let page = entries; ; ) {
+      for (const [id, flat] of page) {
+        const f = fieldsOf(flat);
+        const size = f.d?.length ?? 0;
+        if (out.length > 0 && bytes + size > maxBytes) return out;
+        bytes += size;
+        out.push(this.messageOf(topic, epoch, id, f));
+      }
+      if (page.length < chunk || out.length >= limit) return out;
+      const next = out.at(-1)!.offset + 1;
+      page = await this.link.command<Array<[string, string[]]>>(['XRANGE', k.log, `${next}-0`, '+', 'COUNT', Math.min(chunk, limit - out.length)]);
+      if (page.length === 0) return out;
+    }
   }
 
   private toMessage(topic: string, epoch: string, id: string, flat: string[]): StoredMessage {
-    const f = fieldsOf(flat);
+    return this.messageOf(topic, epoch, id, fieldsOf(flat));
+  }
+
+  private messageOf(topic: string, epoch: string, id: string, f: Record<string, string>): StoredMessage {
     const message: StoredMessage = { topic, offset: offsetOf(id), epoch, ts: Number(f.t), data: JSON.parse(f.d ?? 'null') };
     if (f.k) message.key = f.k;
     return message;
   }
 
-  async topicInfo(topic: string): Promise<TopicInfo> {
+  /**
+   * The topic's state; if the log is behind what this node itself
+   * acknowledged or delivered in the same epoch, a new epoch starts first.
+   */
+  async topicInfo(topic: string): Promise<TopicInfo | undefined> {
     const seen = this.seen.get(topic);
-    return this.fence(topic, seen?.epoch ?? '', seen?.last ?? 0);
-  }
-
-  async fence(topic: string, epoch: string, seenLast: number): Promise<TopicInfo> {
-    await this.register(topic);
-    const [current, first, last, epochs] = await this.link.eval<[string, string, string, string | null]>(
-      ENSURE_TOPIC,
+    const epoch = seen?.epoch ?? '';
+    const reply = await this.link.eval<[string, string, string, string | null] | null>(
+      TOPIC_STATE,
       [this.keys(topic).meta],
-      [newEpoch(), Date.now(), epoch, seenLast],
+      [newEpoch(), epoch, seen?.last ?? 0],
     );
+    if (!reply) return undefined;
+    const [current, first, last, epochs] = reply;
     if (current !== epoch && epoch !== '') this.options.logger?.warn({ topic, lost: epoch, epoch: current }, 'topic log is behind what was seen: new epoch');
     return this.toInfo(topic, current, Number(first), Number(last), epochs);
   }
@@ -235,7 +264,8 @@ export class RedisEngine implements Engine {
     return infos.filter((i): i is TopicInfo => i !== undefined).sort((a, b) => a.topic.localeCompare(b.topic));
   }
 
-  async enforceRetention(topic: string, now = Date.now()): Promise<number> {
+  async enforceRetention(topic: string): Promise<number> {
+    const now = this.now();
     const { maxAgeMs, maxMessages } = this.retention(topic);
     const k = this.keys(topic);
     return Number(await this.link.eval(TRIM, [k.meta, k.log], ['retention', now - maxAgeMs, maxMessages]));
@@ -277,9 +307,10 @@ export class RedisEngine implements Engine {
     try {
       await this.link.subscribe(k.live, (payload) => this.onLive(topic, payload));
       // Subscribed first, then read the edge: anything after it arrives live or is filled from the log.
+      // A topic that does not exist yet starts at 0 with no epoch: its first message starts one.
       const info = await this.topicInfo(topic);
-      state.last = info.last;
-      state.epoch = info.epoch;
+      state.last = info?.last ?? 0;
+      state.epoch = info?.epoch ?? '';
     } catch (err) {
       // Not watched after all: the next watch() starts over.
       if (this.watched.get(topic) === state) this.watched.delete(topic);
@@ -314,11 +345,9 @@ export class RedisEngine implements Engine {
    * Moves a watched topic onto the log's current epoch: offsets after the end
    * of the epoch the node followed are new messages and must be delivered.
    */
-  private rebase(state: { last: number; epoch: string }, info: TopicInfo): void {
-    if (state.epoch === info.epoch) return;
-    const i = info.epochs.findIndex((e) => e.epoch === state.epoch);
-    const end = i >= 0 && i + 1 < info.epochs.length ? info.epochs[i + 1]!.start - 1 : info.first - 1;
-    state.last = Math.min(state.last, end);
+  private rebase(state: { last: number; epoch: string }, info: TopicInfo | undefined): void {
+    if (!info || state.epoch === info.epoch) return;
+    state.last = Math.min(state.last, epochEnd(info.epochs, state.epoch) ?? info.first - 1);
     state.epoch = info.epoch;
   }
 
@@ -354,6 +383,7 @@ export class RedisEngine implements Engine {
     state.queue = state.queue
       .then(async () => {
         const info = await this.topicInfo(topic);
+        if (!info) return;
         this.rebase(state, info);
         while (state.last < info.last) {
           const batch = await this.read(topic, state.last + 1, 500);
@@ -371,11 +401,7 @@ export class RedisEngine implements Engine {
     return { ...k, group: `${k.groupPrefix}${group}`, leases: `${k.groupPrefix}${group}:leases` };
   }
 
-  async ensureGroup(
-    topic: string,
-    group: string,
-    options: Partial<GroupSettings> & { startAt?: number } = {},
-  ): Promise<GroupInfo> {
+  async ensureGroup(topic: string, group: string, options: GroupOptions = {}): Promise<GroupInfo> {
     await this.register(topic);
     const k = this.groupKeys(topic, group);
     await this.link.eval(ENSURE_GROUP, [k.meta, k.log, k.group], [
@@ -383,13 +409,21 @@ export class RedisEngine implements Engine {
       options.startAt ?? '',
       options.ackWaitMs ?? '',
       options.maxDeliveries ?? '',
-      Date.now(),
+      this.now(),
       newEpoch(),
       DEFAULTS.ackWaitMs,
       DEFAULTS.maxDeliveries,
     ]);
     const info = await this.groupInfo(topic, group);
     if (!info) throw new MeshError('internal', `group '${group}' of topic '${topic}' vanished while being created`);
+    return info;
+  }
+
+  async configureGroup(topic: string, group: string, settings: Partial<GroupSettings>): Promise<GroupInfo> {
+    const k = this.groupKeys(topic, group);
+    await this.link.eval(CONFIGURE_GROUP, [k.group], [group, topic, settings.ackWaitMs ?? '', settings.maxDeliveries ?? '']);
+    const info = await this.groupInfo(topic, group);
+    if (!info) throw new MeshError('not_found', `group '${group}' of topic '${topic}' does not exist`);
     return info;
   }
 
@@ -405,7 +439,7 @@ export class RedisEngine implements Engine {
     const state = await this.groupState(topic, group, 100);
     if (!state) return undefined;
     const [ackWaitMs, maxDeliveries, createdAt, redeliveries, deadLettered, pending, lastId, entries] = state;
-    const now = Date.now();
+    const now = this.now();
     let oldest = now;
     for (const e of entries) if (e[5]) oldest = Math.min(oldest, Number(e[5]));
     return {
@@ -438,7 +472,7 @@ export class RedisEngine implements Engine {
   async pending(topic: string, group: string, limit: number): Promise<PendingEntry[]> {
     const state = await this.groupState(topic, group, limit);
     if (!state) return [];
-    const now = Date.now();
+    const now = this.now();
     return state[7].map(([id, consumer, idle, count, due, firstAt]) => ({
       offset: offsetOf(id),
       consumer: consumer === '_released' ? null : consumer,
@@ -449,7 +483,8 @@ export class RedisEngine implements Engine {
     }));
   }
 
-  async claim(topic: string, group: string, consumer: string, max: number, now = Date.now()): Promise<ClaimResult> {
+  async claim(topic: string, group: string, consumer: string, max: number): Promise<ClaimResult> {
+    const now = this.now();
     const k = this.groupKeys(topic, group);
     const dlqTopic = deadLetterTopicOf(topic);
     const dlq = this.keys(dlqTopic);
@@ -470,27 +505,27 @@ export class RedisEngine implements Engine {
     return result;
   }
 
-  async ack(topic: string, group: string, offset: number, epoch?: string): Promise<void> {
+  async ack(topic: string, group: string, offset: number, { consumer, epoch }: SettleOptions): Promise<void> {
     const k = this.groupKeys(topic, group);
-    await this.link.eval(ACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, topic, epoch ?? '']);
+    await this.link.eval(ACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, topic, epoch ?? '', consumer]);
   }
 
-  async nack(topic: string, group: string, offset: number, delayMs: number, now = Date.now(), epoch?: string): Promise<number> {
+  async nack(topic: string, group: string, offset: number, delayMs: number, { consumer, epoch }: SettleOptions): Promise<number> {
     const k = this.groupKeys(topic, group);
-    const dueAt = now + delayMs;
-    await this.link.eval(NACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, dueAt, topic, k.live, epoch ?? '']);
+    const dueAt = this.now() + delayMs;
+    await this.link.eval(NACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, dueAt, topic, k.live, epoch ?? '', consumer]);
     return dueAt;
   }
 
   async release(topic: string, group: string, consumer: string): Promise<number> {
     const k = this.groupKeys(topic, group);
-    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, consumer, Date.now(), 'exact', k.live]));
+    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, consumer, this.now(), 'exact', k.live]));
   }
 
   /** Hands back every lease held by consumers whose name starts with `prefix` (a dead node's). */
   async releaseByPrefix(topic: string, group: string, prefix: string): Promise<number> {
     const k = this.groupKeys(topic, group);
-    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, prefix, Date.now(), 'prefix', k.live]));
+    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, prefix, this.now(), 'prefix', k.live]));
   }
 
   async deleteGroup(topic: string, group: string): Promise<void> {

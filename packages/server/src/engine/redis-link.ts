@@ -319,6 +319,7 @@ export class RedisLink extends EventEmitter {
     if (/^NOGROUP|NOSCRIPT|BUSYGROUP/.test(message)) return new MeshError('internal', message, { cause: err });
     if (/^(LOADING|MASTERDOWN|READONLY|CLUSTERDOWN|TRYAGAIN)/.test(message)) return this.unavailable(err);
     if (/^MESHMQ_NOT_FOUND /.test(message)) return new MeshError('not_found', message.replace(/^MESHMQ_NOT_FOUND /, ''));
+    if (/^MESHMQ_LIMIT /.test(message)) return new MeshError('limit_exceeded', message.replace(/^MESHMQ_LIMIT /, ''));
     return new MeshError('internal', `Redis: ${message}`, { cause: err });
   }
 }

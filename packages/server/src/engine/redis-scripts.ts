@@ -1,3 +1,4 @@
+import { MAX_EPOCHS } from './engine.js';
 import { luaScript } from './redis-link.js';
 
 /**
@@ -12,9 +13,10 @@ import { luaScript } from './redis-link.js';
  */
 
 /**
- * Starts a new epoch at last + 1 when the log is behind what a node saw of
- * the same epoch (it lost its newest messages, e.g. in a failover). The
- * epochs field holds the history as JSON [[epoch, start], ...].
+ * Starts a new epoch at last + 1 when the log is behind what this node
+ * itself acknowledged or delivered of the same epoch (it lost its newest
+ * messages, e.g. in a failover). The epochs field holds the history as JSON
+ * [[epoch, start], ...], at most MAX_EPOCHS long (the oldest are dropped).
  */
 const FENCE_LIB = `
 local function fence(meta, seenEpoch, seenLast, newEpoch)
@@ -23,6 +25,7 @@ local function fence(meta, seenEpoch, seenLast, newEpoch)
   if m[1] ~= seenEpoch or tonumber(m[2]) >= tonumber(seenLast) then return end
   local history = cjson.decode(m[3] or cjson.encode({{m[1], 1}}))
   history[#history + 1] = {newEpoch, tonumber(m[2]) + 1}
+  while #history > ${MAX_EPOCHS} do table.remove(history, 1) end
   redis.call('HSET', meta, 'epoch', newEpoch, 'epochs', cjson.encode(history))
 end
 `;
@@ -71,15 +74,34 @@ return {'ok', r[1], r[2], tonumber(ARGV[2])}
 `);
 
 /**
- * KEYS: meta. ARGV: new epoch, now, epoch and last offset seen (fencing; ''
- * and 0 for none). Returns {epoch, first, last, epochs JSON or false}.
+ * A topic's state, never creating it. KEYS: meta. ARGV: new epoch, epoch
+ * and last offset this node saw (fencing; '' and 0 for none).
+ * Returns {epoch, first, last, epochs JSON or false}, or false when the
+ * topic does not exist.
  */
-export const ENSURE_TOPIC = luaScript(`${FENCE_LIB}
-if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'first', 1, 'last', 0, 'createdAt', ARGV[2])
-end
-fence(KEYS[1], ARGV[3], ARGV[4], ARGV[1])
+export const TOPIC_STATE = luaScript(`${FENCE_LIB}
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then return false end
+fence(KEYS[1], ARGV[2], ARGV[3], ARGV[1])
 return redis.call('HMGET', KEYS[1], 'epoch', 'first', 'last', 'epochs')
+`);
+
+/**
+ * Adds a topic to the registry unless that would pass the topic limit.
+ * KEYS: registry set. ARGV: topic, limit (-1 for none), '1' when the limit
+ * applies (not for the broker's own dead-letter topics).
+ * Returns 1 when added, 0 when it was there.
+ */
+export const REGISTER_TOPIC = luaScript(`
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+local max = tonumber(ARGV[2])
+if ARGV[3] == '1' and max >= 0 then
+  local count = redis.call('SCARD', KEYS[1])
+  if count >= max then
+    return redis.error_reply('MESHMQ_LIMIT the cluster holds ' .. count .. ' topics, its limit (--max-topics); topic ' .. ARGV[1] .. ' was not created')
+  end
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
 `);
 
 /**
@@ -125,9 +147,10 @@ return newFirst - first
 `);
 
 /**
- * KEYS: meta, log, group hash. ARGV: group, startAt ('' = after last),
- * ackWaitMs (''), maxDeliveries (''), now, new epoch, default ackWait,
- * default maxDeliveries. Returns the group hash fields.
+ * Creates a group (and its topic) if missing; an existing group keeps its
+ * settings. KEYS: meta, log, group hash. ARGV: group, startAt ('' = after
+ * last), ackWaitMs (''), maxDeliveries (''), now, new epoch, default
+ * ackWait, default maxDeliveries. Returns the group hash fields.
  */
 export const ENSURE_GROUP = luaScript(`
 if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
@@ -147,11 +170,21 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
     'ackWaitMs', ARGV[3] ~= '' and ARGV[3] or ARGV[7],
     'maxDeliveries', ARGV[4] ~= '' and ARGV[4] or ARGV[8],
     'createdAt', ARGV[5], 'redeliveries', 0, 'deadLettered', 0)
-else
-  if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], 'ackWaitMs', ARGV[3]) end
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'maxDeliveries', ARGV[4]) end
 end
 return redis.call('HMGET', KEYS[3], 'ackWaitMs', 'maxDeliveries', 'createdAt', 'redeliveries', 'deadLettered')
+`);
+
+/**
+ * Changes an existing group's settings. KEYS: group hash. ARGV: group,
+ * topic, ackWaitMs (''), maxDeliveries ('').
+ */
+export const CONFIGURE_GROUP = luaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('MESHMQ_NOT_FOUND group ' .. ARGV[1] .. ' of topic ' .. ARGV[2] .. ' does not exist')
+end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'ackWaitMs', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'maxDeliveries', ARGV[4]) end
+return 1
 `);
 
 /**
@@ -249,28 +282,40 @@ local function epochHolds(meta, epoch, offset)
 end
 `;
 
-/** KEYS: log, leases, meta. ARGV: group, id, topic, epoch ('' for any). */
-export const ACK = luaScript(`${EPOCH_HOLDS_LIB}
-if not epochHolds(KEYS[3], ARGV[4], tonumber(string.sub(ARGV[2], 1, -3))) then
-  return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' of epoch ' .. ARGV[4] .. ' was lost; another message holds it now')
+/**
+ * Checks that a delivery may be settled by a consumer: its epoch still
+ * holds the offset, it is pending, and it is leased to that consumer.
+ * Returns an error reply, or nil when it may.
+ */
+const LEASED_LIB = `${EPOCH_HOLDS_LIB}
+local function refuseSettle(log, meta, group, id, topic, consumer, epoch)
+  local offset = string.sub(id, 1, -3)
+  if not epochHolds(meta, epoch, tonumber(offset)) then
+    return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. offset .. ' of epoch ' .. epoch .. ' was lost; another message holds it now')
+  end
+  local ok, p = pcall(redis.call, 'XPENDING', log, group, id, id, 1)
+  if not ok or #p == 0 then
+    return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. offset .. ' is not pending in group ' .. group .. ' of topic ' .. topic)
+  end
+  if p[1][2] ~= consumer then
+    return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. offset .. ' of group ' .. group .. ' of topic ' .. topic .. ' is not leased to this member (its lease ended)')
+  end
+  return nil
 end
-local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+`;
+
+/** KEYS: log, leases, meta. ARGV: group, id, topic, epoch ('' for any), consumer. */
+export const ACK = luaScript(`${LEASED_LIB}
+local refused = refuseSettle(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[4])
+if refused then return refused end
 redis.call('HDEL', KEYS[2], 'd:' .. ARGV[2], 'f:' .. ARGV[2])
-if n == 0 then
-  return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' is not pending in group ' .. ARGV[1] .. ' of topic ' .. ARGV[3])
-end
-return n
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 `);
 
-/** KEYS: log, leases, meta. ARGV: group, id, due at, topic, live channel, epoch ('' for any). */
-export const NACK = luaScript(`${EPOCH_HOLDS_LIB}
-if not epochHolds(KEYS[3], ARGV[6], tonumber(string.sub(ARGV[2], 1, -3))) then
-  return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' of epoch ' .. ARGV[6] .. ' was lost; another message holds it now')
-end
-local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not ok or #p == 0 then
-  return redis.error_reply('MESHMQ_NOT_FOUND offset ' .. string.sub(ARGV[2], 1, -3) .. ' is not pending in group ' .. ARGV[1] .. ' of topic ' .. ARGV[4])
-end
+/** KEYS: log, leases, meta. ARGV: group, id, due at, topic, live channel, epoch ('' for any), consumer. */
+export const NACK = luaScript(`${LEASED_LIB}
+local refused = refuseSettle(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[4], ARGV[7], ARGV[6])
+if refused then return refused end
 redis.call('XCLAIM', KEYS[1], ARGV[1], '_released', 0, ARGV[2], 'JUSTID')
 redis.call('HSET', KEYS[2], 'd:' .. ARGV[2], ARGV[3])
 redis.call('SPUBLISH', ARGV[5], '{"wake":' .. cjson.encode(ARGV[1]) .. '}')

@@ -1,39 +1,63 @@
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { MeshError, type ServerFrame } from '@meshmq/shared';
-import type { Broker } from '../core/broker.js';
+import type { Principal } from '../core/access.js';
 import type { Connection } from '../core/connection.js';
+import type { Session } from '../core/session.js';
+import { FrameWatchdog, InputThrottle } from './flow-control.js';
+
+/** What a transport needs of the core: a session per connection. */
+export interface SessionHost {
+  openSession(connection: Connection, principal: Principal): Session;
+}
 
 export interface WsTransportOptions {
-  /** URL path of the endpoint. Default `/ws`. */
-  path?: string;
   /** Largest frame accepted; larger frames close the connection with 1009. */
   maxFrameBytes: number;
+  /** Ping interval; a connection that has not answered the previous ping is dropped. 0 disables. */
+  keepAliveMs: number;
+  /** Longest time a started frame may take to arrive in full before the connection is dropped. */
+  frameTimeoutMs: number;
+  logger: Logger;
 }
+
+/** Close code for a frame that stalled (docs/protocol.md). */
+export const CLOSE_FRAME_TIMEOUT = 4002;
 
 /**
  * The plain WebSocket endpoint: one JSON text frame per request, reply or
- * delivery (docs/protocol.md).
+ * delivery (docs/protocol.md). The node's gate admits each upgrade (host,
+ * origin, limits, token) before it gets here.
  */
 export class WsTransport {
   private readonly wss: WebSocketServer;
-  private readonly path: string;
+  private readonly alive = new WeakSet<WebSocket>();
+  /** Bytes queued for each connection at the last ping. */
+  private readonly queued = new WeakMap<WebSocket, number>();
+  private readonly keepAlive: NodeJS.Timeout | undefined;
+  private readonly watchdog: FrameWatchdog;
 
   constructor(
-    private readonly broker: Broker,
-    server: Server,
-    options: WsTransportOptions,
+    private readonly sessions: SessionHost,
+    private readonly options: WsTransportOptions,
   ) {
-    this.path = options.path ?? '/ws';
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: options.maxFrameBytes, perMessageDeflate: false });
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (new URL(req.url ?? '/', 'http://localhost').pathname !== this.path) return;
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req));
-    });
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: options.maxFrameBytes, perMessageDeflate: false, clientTracking: true });
+    this.watchdog = new FrameWatchdog(options.frameTimeoutMs);
+    if (options.keepAliveMs > 0) {
+      this.keepAlive = setInterval(() => this.ping(), options.keepAliveMs);
+      this.keepAlive.unref();
+    }
   }
 
-  private accept(ws: WebSocket, req: IncomingMessage): void {
+  /** Completes an upgrade the gate admitted; `release` frees its connection slot when it closes. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, principal: Principal, release: () => void): void {
+    socket.once('close', release);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req, principal));
+  }
+
+  private accept(ws: WebSocket, req: IncomingMessage, principal: Principal): void {
     const connection: Connection = {
       transport: 'ws',
       remoteAddress: req.socket.remoteAddress ?? '',
@@ -45,26 +69,61 @@ export class WsTransport {
       bufferedAmount: () => ws.bufferedAmount,
       close: (code, reason) => ws.close(code, reason),
     };
-    const session = this.broker.openSession(connection);
+    const session = this.sessions.openSession(connection, principal);
+    const throttle = new InputThrottle(connection.bufferedAmount, () => ws);
+    this.alive.add(ws);
+    ws.on('pong', () => this.alive.add(ws));
+    this.watchdog.watch(ws, () => {
+      this.options.logger.info({ session: session.id, sub: session.sub }, 'dropping a connection whose frame stalled');
+      ws.close(CLOSE_FRAME_TIMEOUT, 'frame timeout');
+      // A client that stalls mid-frame will not finish the closing handshake either.
+      setTimeout(() => ws.terminate(), 1000).unref();
+    });
     ws.on('message', (raw: RawData, isBinary: boolean) => {
+      this.alive.add(ws);
       if (isBinary) {
         session.sendError(null, new MeshError('bad_request', 'binary frames are not supported; send JSON text frames'));
-        return;
+      } else {
+        let frame: unknown;
+        try {
+          frame = JSON.parse(raw.toString());
+        } catch {
+          frame = undefined;
+          session.sendError(null, new MeshError('bad_request', 'frame is not valid JSON'));
+        }
+        if (frame !== undefined) void session.handleFrame(frame);
       }
-      let frame: unknown;
-      try {
-        frame = JSON.parse(raw.toString());
-      } catch {
-        session.sendError(null, new MeshError('bad_request', 'frame is not valid JSON'));
-        return;
-      }
-      void session.handleFrame(frame);
+      throttle.check();
     });
-    ws.on('error', (err) => this.broker.logger.debug({ err, session: session.id }, 'websocket error'));
-    ws.on('close', () => void session.close());
+    ws.on('error', (err) => this.options.logger.debug({ err, session: session.id }, 'websocket error'));
+    ws.on('close', () => {
+      throttle.stop();
+      void session.close();
+    });
+  }
+
+  /**
+   * Pings every connection; one that did not answer the previous ping is
+   * gone. A connection whose input the node paused cannot answer: it counts
+   * as alive while it takes what is queued for it.
+   */
+  private ping(): void {
+    for (const ws of this.wss.clients) {
+      const buffered = ws.bufferedAmount;
+      const draining = ws.isPaused && buffered < (this.queued.get(ws) ?? Infinity);
+      this.queued.set(ws, buffered);
+      if (!this.alive.has(ws) && !draining) {
+        ws.terminate();
+        continue;
+      }
+      this.alive.delete(ws);
+      ws.ping();
+    }
   }
 
   async close(): Promise<void> {
+    clearInterval(this.keepAlive);
+    this.watchdog.close();
     for (const ws of this.wss.clients) ws.terminate();
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
