@@ -1,14 +1,27 @@
 #!/usr/bin/env node
 import { MeshError } from '@meshmq/shared';
+import { runTokenCommand, TOKEN_HELP } from './auth/token-command.js';
 import { HELP, loadConfig } from './config.js';
 import { BrokerNode } from './node.js';
 
+/** `meshmq token ...`: prints a token; bad input exits 2 like bad node options. */
+async function token(args: string[]): Promise<void> {
+  try {
+    process.stdout.write(await runTokenCommand(args, process.env));
+  } catch (err) {
+    const error = MeshError.from(err);
+    process.stderr.write(`meshmq token: ${error.message}\n\n${TOKEN_HELP}`);
+    process.exit(error.code === 'internal' ? 1 : 2);
+  }
+}
+
 async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  // `pnpm start -- --port 9000` passes the `--` through.
+  if (args[0] === '--') args.shift();
+  if (args[0] === 'token') return token(args.slice(1));
   let loaded;
   try {
-    const args = process.argv.slice(2);
-    // `pnpm start -- --port 9000` passes the `--` through.
-    if (args[0] === '--') args.shift();
     loaded = loadConfig(args, process.env);
   } catch (err) {
     process.stderr.write(`meshmq: ${(err as Error).message}\n\n${HELP}`);

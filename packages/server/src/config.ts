@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULTS, MeshError } from '@meshmq/shared';
+import type { AuthOptions } from './auth/token-verifier.js';
 import type { RetentionPolicy } from './engine/engine.js';
 import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
 import { DEFAULT_ADMISSION_LIMITS, normalizeOrigin } from './gate.js';
@@ -67,6 +68,16 @@ export interface NodeConfig {
   nodeDownAfterMs: number;
   /** Longest wait for in-flight requests when draining on SIGTERM. */
   drainTimeoutMs: number;
+  /** HS256 secret clients' tokens are signed with; empty for none. No key at all: anonymous mode. */
+  authSecret: string;
+  /** Path of a PEM public key or certificate (RS256, ES256, EdDSA); empty for none. */
+  authPublicKey: string;
+  /** JWKS endpoint of the identity provider; empty for none. */
+  authJwksUrl: string;
+  /** Required `iss` of tokens; empty: not checked. */
+  authIssuer: string;
+  /** Required `aud` of tokens; empty: not checked. */
+  authAudience: string;
 }
 
 interface OptionSpec {
@@ -158,6 +169,20 @@ export function parseUrlList(value: string, name = 'peers'): string[] {
     });
 }
 
+/** Parses one http(s) URL, kept as written (the JWKS endpoint). */
+const httpUrl = (name: string) => (value: string) => {
+  let url: URL;
+  try {
+    url = new URL(value.trim());
+  } catch {
+    throw new MeshError('bad_request', `${name}: '${value}' is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new MeshError('bad_request', `${name}: '${value}' must be an http:// or https:// URL`);
+  }
+  return value.trim();
+};
+
 const OPTIONS: OptionSpec[] = [
   { flag: 'port', env: 'PORT', key: 'port', help: 'HTTP port for /ws, Socket.IO, the console and health (default 8080)', parse: int('port') },
   { flag: 'host', env: 'HOST', key: 'host', help: 'interface to bind (default 127.0.0.1)', parse: String },
@@ -191,6 +216,11 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'node-down-after', env: 'NODE_DOWN_AFTER', key: 'nodeDownAfterMs', help: 'a node silent this long is down and its leases move (default 5s)', parse: duration('node-down-after') },
   { flag: 'drain-timeout', env: 'DRAIN_TIMEOUT', key: 'drainTimeoutMs', help: 'on SIGTERM, longest wait for in-flight requests (default 5s)', parse: duration('drain-timeout') },
   { flag: 'peers', env: 'PEERS', key: 'peers', help: 'comma-separated URLs of other nodes the console shows (static peers; default none)', parse: (value) => parseUrlList(value, 'peers') },
+  { flag: 'auth-secret', env: 'AUTH_SECRET', key: 'authSecret', help: 'HS256 secret (32+ bytes) that signs access tokens; with no auth key set, clients connect anonymously', parse: String },
+  { flag: 'auth-public-key', env: 'AUTH_PUBLIC_KEY', key: 'authPublicKey', help: 'PEM public key or certificate file verifying RS256, ES256 or EdDSA tokens', parse: String },
+  { flag: 'auth-jwks-url', env: 'AUTH_JWKS_URL', key: 'authJwksUrl', help: "identity provider's JWKS URL (RS256, ES256, EdDSA; keys rotate without restart)", parse: httpUrl('auth-jwks-url') },
+  { flag: 'auth-issuer', env: 'AUTH_ISSUER', key: 'authIssuer', help: 'tokens must carry this iss (default: not checked)', parse: String },
+  { flag: 'auth-audience', env: 'AUTH_AUDIENCE', key: 'authAudience', help: 'tokens must carry this aud (default: not checked)', parse: String },
 ];
 
 function line(flag: string, env: string, help: string): string {
@@ -208,6 +238,9 @@ ${line('--config <file>', 'MESHMQ_CONFIG', 'JSON file with any option below by i
 ${' '.repeat(35)}plus "topics": [{"match": "orders.*", "maxMessages": 1000, "maxAgeMs": "1d"}]
 ${OPTIONS.map((o) => line(o.boolean ? `--${o.flag}` : `--${o.flag} <value>`, o.env, o.help)).join('\n')}
   -h, --help                       show this help
+
+Commands:
+  meshmq token [options]           print a signed access token (see meshmq token --help)
 `;
 
 function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
@@ -242,6 +275,11 @@ function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
     heartbeatMs: 1000,
     nodeDownAfterMs: 5000,
     drainTimeoutMs: 5000,
+    authSecret: '',
+    authPublicKey: '',
+    authJwksUrl: '',
+    authIssuer: '',
+    authAudience: '',
   };
 }
 
@@ -315,11 +353,36 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): { config: No
   }
   const partial = config as unknown as NodeConfig;
   partial.dataDir = resolve(partial.dataDir);
+  if (partial.authPublicKey) partial.authPublicKey = readablePath(partial.authPublicKey, 'auth-public-key');
   partial.nodeId ||= `${hostname()}:${partial.port}`;
   // A wildcard bind address is no address for clients: advertise the host name instead.
   const advertised = partial.host === '0.0.0.0' || partial.host === '::' ? hostname() : partial.host;
   partial.publicUrl ||= `http://${advertised.includes(':') ? `[${advertised}]` : advertised}:${partial.port}`;
   return { config: partial, help: values.help === true };
+}
+
+/** The absolute path of a file the node must read at start; fails now rather than at the first token. */
+function readablePath(path: string, name: string): string {
+  const absolute = resolve(path);
+  try {
+    accessSync(absolute, constants.R_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+    throw new MeshError('bad_request', `${name}: cannot read ${absolute}: ${why}`);
+  }
+  return absolute;
+}
+
+/** The token verifier's options from the node config; empty values mean unset. */
+export function authOptionsOf(config: NodeConfig): AuthOptions {
+  const options: AuthOptions = {};
+  if (config.authSecret) options.secret = config.authSecret;
+  if (config.authPublicKey) options.publicKeyFile = config.authPublicKey;
+  if (config.authJwksUrl) options.jwksUrl = config.authJwksUrl;
+  if (config.authIssuer) options.issuer = config.authIssuer;
+  if (config.authAudience) options.audience = config.authAudience;
+  return options;
 }
 
 function globToRegExp(glob: string): RegExp {
