@@ -1,12 +1,29 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MeshError, deadLetterTopicOf } from '@meshmq/shared';
-import type { DeadLetter, Engine, RetentionPolicy, StoredMessage } from '@meshmq/server';
+import type { DeadLetter, Engine, RetentionPolicy, StoredMessage, TopicInfo } from '@meshmq/server';
 import { range, uniqueTopic } from '../helpers/util.js';
 
 export interface EngineFactoryOptions {
   retention?: (topic: string) => RetentionPolicy;
   dedupeWindowMs?: number;
+  maxTopics?: number;
+  clock?: () => number;
 }
+
+/** A clock a test moves by hand. */
+export function manualClock(start = Date.now()): { now: () => number; advance: (ms: number) => void } {
+  let t = start;
+  return { now: () => t, advance: (ms) => (t += ms) };
+}
+
+/** The state of a topic that must exist. */
+async function infoOf(engine: Engine, topic: string): Promise<TopicInfo> {
+  const info = await engine.topicInfo(topic);
+  if (!info) throw new Error(`topic ${topic} does not exist`);
+  return info;
+}
+
+const by = (consumer: string, epoch?: string) => (epoch === undefined ? { consumer } : { consumer, epoch });
 
 export interface EngineHarness {
   /** Opens a new, empty engine. */
@@ -68,7 +85,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(outcomes.map((o) => o.offset).sort((a, b) => a - b)).toEqual(range(1, 200));
         expect(new Set(outcomes.map((o) => o.epoch)).size).toBe(1);
         expect(outcomes.every((o) => o.duplicate === false)).toBe(true);
-        const info = await engine.topicInfo(topic);
+        const info = await infoOf(engine, topic);
         expect(info).toMatchObject({ topic, first: 1, last: 200, count: 200, epoch: outcomes[0]!.epoch });
       });
 
@@ -105,13 +122,50 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect((await engine.read(topic, 1, 100)).map((m) => m.data)).toEqual(values);
       });
 
-      it('creates an empty topic with an epoch on first look', async () => {
+      it('never creates a topic by reading it; the first publish does, with an epoch', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
-        const info = await engine.topicInfo(topic);
-        expect(info).toMatchObject({ topic, first: 1, last: 0, count: 0, epochs: [{ epoch: info.epoch, start: 1 }] });
-        expect(info.epoch).toMatch(/^\S+$/);
-        expect((await engine.publish(topic, 1)).epoch).toBe(info.epoch);
+        expect(await engine.topicInfo(topic)).toBeUndefined();
+        expect(await engine.read(topic, 1, 10)).toEqual([]);
+        expect(await engine.truncate(topic, 5)).toBe(0);
+        expect(await engine.enforceRetention(topic)).toBe(0);
+        expect((await engine.listTopics()).map((t) => t.topic)).not.toContain(topic);
+        const { epoch } = await engine.publish(topic, 1);
+        expect(epoch).toMatch(/^\S+$/);
+        expect(await engine.topicInfo(topic)).toMatchObject({ topic, epoch, first: 1, last: 1, count: 1, epochs: [{ epoch, start: 1 }] });
+      });
+
+      it('stops a page at its byte budget, but never below one message', async () => {
+        const { engine } = await create();
+        const topic = uniqueTopic();
+        for (const n of range(1, 20)) await engine.publish(topic, 'x'.repeat(100 + n));
+        // Each message encodes to about 100 bytes: a 350-byte budget holds three of them.
+        expect((await engine.read(topic, 1, 20, 350)).map((m) => m.offset)).toEqual([1, 2, 3]);
+        expect((await engine.read(topic, 5, 20, 1)).map((m) => m.offset)).toEqual([5]);
+        expect((await engine.read(topic, 1, 20)).map((m) => m.offset)).toEqual(range(1, 20));
+      });
+
+      it('refuses to create topics past maxTopics, except its own dead-letter topics', async () => {
+        const { engine } = await create({ maxTopics: 2 });
+        const [a, b, c] = [uniqueTopic(), uniqueTopic(), uniqueTopic()];
+        await engine.publish(a, 1);
+        await engine.ensureGroup(b, 'g', { maxDeliveries: 1 });
+        await expect(engine.publish(c, 1)).rejects.toMatchObject({ code: 'limit_exceeded' });
+        await expect(engine.ensureGroup(c, 'g')).rejects.toMatchObject({ code: 'limit_exceeded' });
+        expect(await engine.topicInfo(c)).toBeUndefined();
+        // Existing topics go on; a poison message of b still reaches b's dead-letter topic.
+        expect((await engine.publish(a, 2)).offset).toBe(2);
+        await engine.publish(b, 'poison');
+        await engine.claim(b, 'g', 'A', 1);
+        await engine.nack(b, 'g', 1, 0, by('A'));
+        expect((await engine.claim(b, 'g', 'A', 1)).deliveries).toEqual([]);
+        const dlq = deadLetterTopicOf(b);
+        let letters: StoredMessage[] = [];
+        for (let i = 0; i < 100 && letters.length === 0; i++) {
+          letters = await engine.read(dlq, 1, 10);
+          if (letters.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        expect(letters).toHaveLength(1);
       });
 
       it('tells listeners about each message once, in offset order', async () => {
@@ -142,7 +196,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(concurrent.offset).toBe(first.offset);
         const later = await engine.publish(topic, 'changed', { key: 'k' });
         expect(later).toMatchObject({ offset: first.offset, duplicate: true });
-        expect((await engine.topicInfo(topic)).last).toBe(1);
+        expect((await infoOf(engine, topic)).last).toBe(1);
         expect((await engine.publish(topic, 'other', { key: 'k2' })).offset).toBe(2);
         expect((await engine.publish(uniqueTopic(), 'a', { key: 'k' })).duplicate).toBe(false);
       });
@@ -156,8 +210,10 @@ export function engineConformance(name: string, harness: EngineHarness): void {
       });
 
       it('enforces retention by count on publish and by age on demand', async () => {
+        const clock = manualClock();
         const { engine } = await create({
           retention: (t) => (t.startsWith('count') ? { maxMessages: 3, maxAgeMs: 1e12 } : { maxMessages: 1e9, maxAgeMs: 1000 }),
+          clock: clock.now,
         });
         const counted = uniqueTopic('count');
         for (const n of range(1, 7)) await engine.publish(counted, n);
@@ -167,62 +223,22 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         const aged = uniqueTopic('age');
         for (const n of range(1, 3)) await engine.publish(aged, n);
         expect(await engine.enforceRetention(aged)).toBe(0);
-        expect(await engine.enforceRetention(aged, Date.now() + 2000)).toBe(3);
+        clock.advance(2000);
+        expect(await engine.enforceRetention(aged)).toBe(3);
         expect(await engine.topicInfo(aged)).toMatchObject({ first: 4, last: 3, count: 0 });
         expect((await engine.publish(aged, 4)).offset).toBe(4);
       });
 
-      it('starts a new epoch when the log is behind what was seen of it', async () => {
-        const { engine } = await create();
-        const topic = uniqueTopic();
-        for (const n of range(1, 5)) await engine.publish(topic, n);
-        const { epoch } = await engine.topicInfo(topic);
-        // Nothing lost: no new epoch, whatever the order of the calls.
-        expect(await engine.fence(topic, epoch, 5)).toMatchObject({ epoch, last: 5, epochs: [{ epoch, start: 1 }] });
-        expect((await engine.fence(topic, 'some-other-epoch', 99)).epoch).toBe(epoch);
-        // Offsets 6..8 of this epoch were seen but are not in the log: they were lost.
-        const fenced = await engine.fence(topic, epoch, 8);
-        expect(fenced.epoch).not.toBe(epoch);
-        expect(fenced.epochs).toEqual([
-          { epoch, start: 1 },
-          { epoch: fenced.epoch, start: 6 },
-        ]);
-        expect(await engine.publish(topic, 6)).toMatchObject({ offset: 6, epoch: fenced.epoch });
-        // A second report of the same loss changes nothing more.
-        expect((await engine.fence(topic, epoch, 8)).epochs).toHaveLength(2);
-        expect((await engine.read(topic, 1, 10)).map((m) => [m.offset, m.epoch])).toEqual([
-          [1, fenced.epoch],
-          [2, fenced.epoch],
-          [3, fenced.epoch],
-          [4, fenced.epoch],
-          [5, fenced.epoch],
-          [6, fenced.epoch],
-        ]);
-      });
-
-      it('refuses to settle a delivery whose message was lost with its epoch', async () => {
+      it('refuses to settle a delivery with an epoch the log does not know', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g', { startAt: 1 });
-        for (const n of range(1, 3)) await engine.publish(topic, n);
-        const old = (await engine.topicInfo(topic)).epoch;
-        const { deliveries } = await engine.claim(topic, 'g', 'A', 3);
-        expect(deliveries.map((d) => d.message.offset)).toEqual([1, 2, 3]);
-        // Offsets 3..5 of the old epoch were seen, the log ends at 3: a new epoch starts at 4.
-        await engine.fence(topic, old, 5);
-        await engine.ack(topic, 'g', 1, old);
-        await engine.nack(topic, 'g', 2, 0, Date.now(), old);
-        await engine.ack(topic, 'g', 3, old);
-        await engine.publish(topic, 'new 4');
-        const next = await engine.claim(topic, 'g', 'A', 5);
-        expect(next.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([
-          [2, 2],
-          [4, 1],
-        ]);
-        await expect(engine.ack(topic, 'g', 4, old)).rejects.toMatchObject({ code: 'not_found' });
-        await expect(engine.nack(topic, 'g', 4, 0, Date.now(), old)).rejects.toMatchObject({ code: 'not_found' });
-        await expect(engine.ack(topic, 'g', 4, 'never-existed')).rejects.toMatchObject({ code: 'not_found' });
-        await engine.ack(topic, 'g', 4, (await engine.topicInfo(topic)).epoch);
+        const { epoch } = await engine.publish(topic, 1);
+        await engine.claim(topic, 'g', 'A', 1);
+        await expect(engine.ack(topic, 'g', 1, by('A', 'never-existed'))).rejects.toMatchObject({ code: 'not_found' });
+        await expect(engine.nack(topic, 'g', 1, 0, by('A', 'never-existed'))).rejects.toMatchObject({ code: 'not_found' });
+        await engine.ack(topic, 'g', 1, by('A', epoch));
+        expect(await engine.groupInfo(topic, 'g')).toMatchObject({ pending: 0 });
       });
 
       it('truncates the front of a log without reusing offsets', async () => {
@@ -248,9 +264,20 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(fromNow).toMatchObject({ topic, group: 'late', cursor: 4, pending: 0, ackWaitMs: 30_000, maxDeliveries: 5 });
         const fromStart = await engine.ensureGroup(topic, 'early', { startAt: 1, ackWaitMs: 500, maxDeliveries: 2 });
         expect(fromStart).toMatchObject({ cursor: 1, ackWaitMs: 500, maxDeliveries: 2 });
-        const again = await engine.ensureGroup(topic, 'early', { startAt: 3, ackWaitMs: 900 });
-        expect(again).toMatchObject({ cursor: 1, ackWaitMs: 900, maxDeliveries: 2 });
+        // A member joining an existing group never rewrites its settings or position.
+        const again = await engine.ensureGroup(topic, 'early', { startAt: 3, ackWaitMs: 900, maxDeliveries: 1 });
+        expect(again).toMatchObject({ cursor: 1, ackWaitMs: 500, maxDeliveries: 2 });
         expect((await engine.listGroups(topic)).map((g) => g.group)).toEqual(['early', 'late']);
+      });
+
+      it('changes a group\u2019s settings only through configureGroup', async () => {
+        const { engine } = await create();
+        const topic = uniqueTopic();
+        await engine.ensureGroup(topic, 'g', { ackWaitMs: 500, maxDeliveries: 2 });
+        expect(await engine.configureGroup(topic, 'g', { maxDeliveries: 9 })).toMatchObject({ ackWaitMs: 500, maxDeliveries: 9 });
+        expect(await engine.configureGroup(topic, 'g', { ackWaitMs: 1500 })).toMatchObject({ ackWaitMs: 1500, maxDeliveries: 9 });
+        expect(await engine.groupInfo(topic, 'g')).toMatchObject({ ackWaitMs: 1500, maxDeliveries: 9 });
+        await expect(engine.configureGroup(topic, 'nope', { maxDeliveries: 3 })).rejects.toMatchObject({ code: 'not_found' });
       });
 
       it('leases each message to one consumer and settles it on ack', async () => {
@@ -265,9 +292,9 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect([...a.deliveries, ...b.deliveries].every((d) => d.delivery === 1)).toBe(true);
         expect((await engine.claim(topic, 'g', 'C', 10)).deliveries).toEqual([]);
         expect(a.nextDueAt).toBeGreaterThan(Date.now());
-        await engine.ack(topic, 'g', 2);
-        await expect(engine.ack(topic, 'g', 2)).rejects.toMatchObject({ code: 'not_found' });
-        await expect(engine.ack(topic, 'g', 99)).rejects.toBeInstanceOf(MeshError);
+        await engine.ack(topic, 'g', 2, by('A'));
+        await expect(engine.ack(topic, 'g', 2, by('A'))).rejects.toMatchObject({ code: 'not_found' });
+        await expect(engine.ack(topic, 'g', 99, by('A'))).rejects.toBeInstanceOf(MeshError);
         const info = await engine.groupInfo(topic, 'g');
         expect(info).toMatchObject({ cursor: 6, pending: 4 });
         expect((await engine.pending(topic, 'g', 10)).map((p) => [p.offset, p.consumer])).toEqual([
@@ -278,33 +305,62 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         ]);
       });
 
-      it('redelivers when a lease ends, counting deliveries', async () => {
-        const { engine } = await create();
-        const topic = uniqueTopic();
-        await engine.ensureGroup(topic, 'g', { ackWaitMs: 1000 });
-        await engine.publish(topic, 'job');
-        const now = Date.now();
-        const first = await engine.claim(topic, 'g', 'A', 1, now);
-        expect(first.deliveries[0]).toMatchObject({ delivery: 1, deadline: now + 1000 });
-        expect((await engine.claim(topic, 'g', 'B', 1, now + 999)).deliveries).toEqual([]);
-        const second = await engine.claim(topic, 'g', 'B', 1, now + 1000);
-        expect(second.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([[1, 2]]);
-        expect((await engine.groupInfo(topic, 'g'))?.redeliveries).toBe(1);
-      });
-
-      it('makes a nacked message deliverable after its delay', async () => {
+      it('settles a delivery only for the consumer it is leased to', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g');
+        for (const n of range(1, 3)) await engine.publish(topic, n);
+        await engine.claim(topic, 'g', 'A', 2);
+        await engine.claim(topic, 'g', 'B', 1);
+        await expect(engine.ack(topic, 'g', 1, by('B'))).rejects.toMatchObject({ code: 'not_found' });
+        await expect(engine.nack(topic, 'g', 2, 0, by('B'))).rejects.toMatchObject({ code: 'not_found' });
+        await expect(engine.ack(topic, 'g', 3, by('A'))).rejects.toMatchObject({ code: 'not_found' });
+        // Nothing changed: A still holds 1 and 2, B holds 3.
+        expect((await engine.pending(topic, 'g', 10)).map((p) => [p.offset, p.consumer, p.delivery])).toEqual([
+          [1, 'A', 1],
+          [2, 'A', 1],
+          [3, 'B', 1],
+        ]);
+        await engine.ack(topic, 'g', 1, by('A'));
+        await engine.nack(topic, 'g', 3, 0, by('B'));
+        // A nacked delivery is nobody's until it is claimed again.
+        await expect(engine.ack(topic, 'g', 3, by('B'))).rejects.toMatchObject({ code: 'not_found' });
+      });
+
+      it('redelivers when a lease ends, counting deliveries, and refuses the late ack of the first holder', async () => {
+        const clock = manualClock();
+        const { engine } = await create({ clock: clock.now });
+        const topic = uniqueTopic();
+        await engine.ensureGroup(topic, 'g', { ackWaitMs: 1000 });
         await engine.publish(topic, 'job');
-        const now = Date.now();
-        await engine.claim(topic, 'g', 'A', 1, now);
-        expect(await engine.nack(topic, 'g', 1, 500, now)).toBe(now + 500);
-        const early = await engine.claim(topic, 'g', 'A', 1, now + 100);
+        const first = await engine.claim(topic, 'g', 'A', 1);
+        expect(first.deliveries[0]).toMatchObject({ delivery: 1, deadline: clock.now() + 1000 });
+        clock.advance(999);
+        expect((await engine.claim(topic, 'g', 'B', 1)).deliveries).toEqual([]);
+        clock.advance(1);
+        const second = await engine.claim(topic, 'g', 'B', 1);
+        expect(second.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([[1, 2]]);
+        expect((await engine.groupInfo(topic, 'g'))?.redeliveries).toBe(1);
+        await expect(engine.ack(topic, 'g', 1, by('A'))).rejects.toMatchObject({ code: 'not_found' });
+        await engine.ack(topic, 'g', 1, by('B'));
+      });
+
+      it('makes a nacked message deliverable after its delay', async () => {
+        const clock = manualClock();
+        const { engine } = await create({ clock: clock.now });
+        const topic = uniqueTopic();
+        await engine.ensureGroup(topic, 'g');
+        await engine.publish(topic, 'job');
+        const start = clock.now();
+        await engine.claim(topic, 'g', 'A', 1);
+        expect(await engine.nack(topic, 'g', 1, 500, by('A'))).toBe(start + 500);
+        clock.advance(100);
+        const early = await engine.claim(topic, 'g', 'A', 1);
         expect(early.deliveries).toEqual([]);
-        expect(early.nextDueAt).toBe(now + 500);
-        expect((await engine.claim(topic, 'g', 'A', 1, now + 500)).deliveries[0]?.delivery).toBe(2);
-        await expect(engine.nack(topic, 'g', 7, 0)).rejects.toMatchObject({ code: 'not_found' });
+        expect(early.nextDueAt).toBe(start + 500);
+        clock.advance(400);
+        expect((await engine.claim(topic, 'g', 'A', 1)).deliveries[0]?.delivery).toBe(2);
+        await expect(engine.nack(topic, 'g', 7, 0, by('A'))).rejects.toMatchObject({ code: 'not_found' });
       });
 
       it('releases a departed consumer’s leases at once', async () => {
@@ -325,9 +381,9 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.ensureGroup(topic, 'g', { maxDeliveries: 2 });
         await engine.publish(topic, { poison: 1 }, { key: 'p' });
         await engine.claim(topic, 'g', 'A', 1);
-        await engine.nack(topic, 'g', 1, 0);
+        await engine.nack(topic, 'g', 1, 0, by('A'));
         expect((await engine.claim(topic, 'g', 'A', 1)).deliveries[0]?.delivery).toBe(2);
-        await engine.nack(topic, 'g', 1, 0);
+        await engine.nack(topic, 'g', 1, 0, by('A'));
         expect((await engine.claim(topic, 'g', 'A', 1)).deliveries).toEqual([]);
         const dlq = deadLetterTopicOf(topic);
         let letters: StoredMessage[] = [];
@@ -349,7 +405,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.claim(topic, 'g', 'A', 1);
         await engine.deleteGroup(topic, 'g');
         expect(await engine.groupInfo(topic, 'g')).toBeUndefined();
-        await expect(engine.ack(topic, 'g', 1)).rejects.toMatchObject({ code: 'not_found' });
+        await expect(engine.ack(topic, 'g', 1, by('A'))).rejects.toMatchObject({ code: 'not_found' });
       });
     });
 
@@ -359,11 +415,11 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         const topic = uniqueTopic();
         const { engine } = instance;
         for (const n of range(1, 10)) await engine.publish(topic, { n }, { key: `k${n}` });
-        const epoch = (await engine.topicInfo(topic)).epoch;
+        const epoch = (await infoOf(engine, topic)).epoch;
         await engine.ensureGroup(topic, 'g', { startAt: 1, ackWaitMs: 60_000, maxDeliveries: 7 });
         await engine.claim(topic, 'g', 'A', 4);
-        await engine.ack(topic, 'g', 1);
-        await engine.ack(topic, 'g', 3);
+        await engine.ack(topic, 'g', 1, by('A'));
+        await engine.ack(topic, 'g', 3, by('A'));
 
         const reopened = await instance.reopen();
         expect(await reopened.topicInfo(topic)).toMatchObject({ epoch, first: 1, last: 10 });

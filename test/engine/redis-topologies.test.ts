@@ -19,8 +19,8 @@ async function exercise(url: string): Promise<void> {
       await engine.ensureGroup(topic, 'g', { startAt: 1, maxDeliveries: 1 });
       const claimed = await engine.claim(topic, 'g', 'c', 5);
       expect(claimed.deliveries.map((d) => d.message.offset)).toEqual(range(1, 5));
-      await engine.ack(topic, 'g', 1);
-      await engine.nack(topic, 'g', 2, 0);
+      await engine.ack(topic, 'g', 1, { consumer: 'c' });
+      await engine.nack(topic, 'g', 2, 0, { consumer: 'c' });
       // maxDeliveries 1: the nacked message goes to the dead-letter log in the same slot.
       await engine.claim(topic, 'g', 'c', 1);
     }

@@ -14,8 +14,10 @@ describe('admin API', () => {
   let peerPort: number;
   let client: RawClient;
 
+  /** Calls the API as the console does: writes send JSON. */
   async function call(path: string, init: RequestInit = {}): Promise<Answer> {
-    const res = await fetch(`${node.url}${path}`, init);
+    const write = init.method !== undefined && init.method !== 'GET';
+    const res = await fetch(`${node.url}${path}`, write ? { ...init, headers: { 'content-type': 'application/json', ...init.headers } } : init);
     expect(res.headers.get('content-type')).toContain('application/json');
     return { status: res.status, body: (await res.json()) as Record<string, any> };
   }

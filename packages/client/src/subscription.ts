@@ -154,7 +154,8 @@ export class FanoutSubscription<T = unknown> extends Resumable implements Subscr
     const gaps: Gap[] = [];
     if (!reply.recovered) {
       const missing = reply.missing ?? { from: epochChanged ? 1 : requested, to: reply.first - 1 };
-      gaps.push({ topic: this.topic, epoch: reply.epoch, ...missing, reason: epochChanged ? 'epoch' : 'retention' });
+      const reason = reply.missing?.reason ?? (epochChanged ? 'epoch' : 'retention');
+      gaps.push({ topic: this.topic, epoch: reply.epoch, from: missing.from, to: missing.to, reason });
     } else if (resuming && start > reply.last + 1 && !epochChanged) {
       this.host.error(
         new MeshError(
@@ -179,6 +180,8 @@ export class FanoutSubscription<T = unknown> extends Resumable implements Subscr
       }
     }
     this.next = frame.offset + 1;
+    // A topic that did not exist when subscribing gets its epoch with its first message.
+    this.epochValue = frame.epoch;
     const message: Message<T> = { topic: frame.topic, offset: frame.offset, epoch: frame.epoch, ts: frame.ts, data: frame.data as T };
     if (frame.key !== undefined) message.key = frame.key;
     this.queue.push(message);

@@ -52,7 +52,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 
 function sendError(res: ServerResponse, err: unknown, headers: Record<string, string> = {}): void {
   const error = MeshError.from(err);
-  const extra = error.code === 'unauthorized' ? { 'www-authenticate': 'Bearer' } : {};
+  const extra: Record<string, string> = error.code === 'unauthorized' ? { 'www-authenticate': 'Bearer' } : {};
   sendJson(res, HTTP_STATUS[error.code], { error: { code: error.code, message: error.message } }, { ...headers, ...extra });
 }
 

@@ -95,8 +95,6 @@ export class EmbeddedEngine implements Engine {
   private readonly retention: (topic: string) => RetentionPolicy;
   private readonly dedupeWindowMs: number;
   private readonly now: () => number;
-  /** Topics other than dead-letter topics, counted against maxTopics. */
-  private userTopics = 0;
   private closed = false;
 
   constructor(private readonly options: EmbeddedEngineOptions) {
@@ -267,10 +265,10 @@ export class EmbeddedEngine implements Engine {
     const known = this.topics.get(topic);
     if (known) return known;
     this.assertOpen();
-    const counted = !isDeadLetterTopic(topic);
+    // Every topic counts; only the broker's own dead-letter topics are created past the limit.
     const max = this.options.maxTopics;
-    if (counted && max !== undefined && this.userTopics >= max) {
-      throw new MeshError('limit_exceeded', `this node holds ${this.userTopics} topics, its limit (--max-topics); topic '${topic}' was not created`);
+    if (!isDeadLetterTopic(topic) && max !== undefined && this.topics.size >= max) {
+      throw new MeshError('limit_exceeded', `this node holds ${this.topics.size} topics, its limit (--max-topics); topic '${topic}' was not created`);
     }
     let record: TopicRecord;
     try {
@@ -617,7 +615,6 @@ export class EmbeddedEngine implements Engine {
     if (!info) {
       info = this.toInfo(topic, record);
       this.topics.set(topic, info);
-      if (!isDeadLetterTopic(topic)) this.userTopics++;
       this.sequencer.reset(topic, record.last);
     }
     return info;

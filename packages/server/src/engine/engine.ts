@@ -124,9 +124,10 @@ export interface EngineCommonOptions {
   /** Window in which a repeated publish key is a duplicate. Default {@link DEFAULTS.dedupeWindowMs}. */
   dedupeWindowMs?: number;
   /**
-   * Most topics the store may hold (dead-letter topics not counted); a
-   * publish or group join that would create one more fails with
-   * `limit_exceeded`. Default: no limit.
+   * Most topics the store may hold (dead-letter topics included); a publish
+   * or group join that would create one more fails with `limit_exceeded`.
+   * The broker's own dead-letter topics are created past it. Default: no
+   * limit.
    */
   maxTopics?: number;
   /** Current time in ms; tests give a controllable clock. Default `Date.now`. */

@@ -29,10 +29,9 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
   const headers: Record<string, string> = { accept: 'application/json' };
   if (auth.token) headers.authorization = `Bearer ${auth.token}`;
   let body: string | undefined;
-  if (init.body !== undefined) {
-    headers['content-type'] = 'application/json';
-    body = JSON.stringify(init.body);
-  }
+  // The node takes writes only as JSON (a cross-site form cannot send it), with a body or without.
+  if (init.method !== undefined && init.method !== 'GET') headers['content-type'] = 'application/json';
+  if (init.body !== undefined) body = JSON.stringify(init.body);
   let res: Response;
   try {
     res = await fetch(path, { method: init.method ?? 'GET', headers, body, signal: init.signal, cache: 'no-store' });
