@@ -23,6 +23,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   payload_too_large: 413,
   rate_limited: 429,
   unavailable: 503,
+  // The storage did not answer in time: the gateway-timeout of the storage behind the node.
+  maybe_stored: 504,
   internal: 500,
 };
 
