@@ -36,3 +36,13 @@ export function sourceTopicOf(deadLetterTopic: string): string | undefined {
 export function isValidGroupName(name: string): boolean {
   return GROUP_NAME_PATTERN.test(name);
 }
+
+/**
+ * The one key for group `group` of topic `topic` in maps and records that
+ * hold groups of several topics (`<topic>\u0000<group>`, as in the admin
+ * API's activity counts). NUL occurs in no topic or group name, so no two
+ * groups share a key.
+ */
+export function groupKey(topic: string, group: string): string {
+  return `${topic}\u0000${group}`;
+}
