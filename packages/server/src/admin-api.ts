@@ -7,14 +7,31 @@ import {
   isReadableTopicName,
   isValidGroupName,
   isValidTopicName,
+  groupKey,
   sourceTopicOf,
+  type DeadLetterTopicSummary,
+  type DeadLetterTopicsResponse,
+  type DeadLettersPage,
   type GroupView,
+  type MessageView,
+  type MessagesPage,
+  type NodesResponse,
+  type PendingPage,
+  type PendingView,
+  type PurgeResponse,
+  type ReplayAllResponse,
+  type ReplayFailure,
+  type ReplayOutcome,
+  type ReplayResponse,
+  type TopicActivity,
+  type TopicDetail,
   type TopicSummary,
+  type TopicsResponse,
 } from '@meshmq/shared';
 import type { Broker } from './core/broker.js';
 import type { DeadLetter, Engine, GroupInfo, PendingEntry, RetentionPolicy, StoredMessage, TopicInfo } from './engine/engine.js';
 
-export type { GroupView, TopicSummary };
+export type { GroupView, TopicActivity, TopicSummary };
 import type { JsonRoute } from './http-handler.js';
 import type { NodeRecord, NodeStats } from './node-stats.js';
 
@@ -41,13 +58,6 @@ export interface AdminApiOptions {
   activity?: () => Promise<TopicActivity>;
 }
 
-/** Live activity per topic; `members` is keyed `<topic>\u0000<group>`. */
-export interface TopicActivity {
-  subscribers: Record<string, number>;
-  members: Record<string, number>;
-  publishRates: Record<string, number>;
-}
-
 /** This node's own activity. */
 export function localActivity(broker: Broker, stats: NodeStats): TopicActivity {
   return {
@@ -57,17 +67,14 @@ export function localActivity(broker: Broker, stats: NodeStats): TopicActivity {
   };
 }
 
-const memberKey = (topic: string, group: string) => `${topic}\u0000${group}`;
-
-
-
 const MESSAGES_DEFAULT_LIMIT = 50;
 const PENDING_DEFAULT_LIMIT = 100;
 const MAX_LIMIT = DEFAULTS.historyMaxLimit;
 const MAX_BODY_BYTES = 64 * 1024;
 const REPLAY_PAGE = 500;
 
-const ok = (body: unknown, status = 200) => ({ status, body });
+/** A 200 answer; `Body` is the route's documented response shape, so the compiler checks the body against it. */
+const ok = <Body>(body: Body, status = 200) => ({ status, body });
 
 function intParam(url: URL, name: string, fallback: number | undefined, min: number, max: number): number | undefined {
   const raw = url.searchParams.get(name);
@@ -109,8 +116,8 @@ async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknow
   return parsed as Record<string, unknown>;
 }
 
-function messageView(message: StoredMessage) {
-  const view: { offset: number; ts: number; key?: string; data: unknown } = { offset: message.offset, ts: message.ts, data: message.data };
+function messageView(message: StoredMessage): MessageView {
+  const view: MessageView = { offset: message.offset, ts: message.ts, data: message.data };
   if (message.key !== undefined) view.key = message.key;
   return view;
 }
@@ -147,7 +154,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
   const summarize = async (info: TopicInfo, all: Map<string, TopicInfo>, activity: TopicActivity): Promise<TopicSummary> => {
     const groups = await engine.listGroups(info.topic);
     let members = 0;
-    for (const g of groups) members += activity.members[memberKey(info.topic, g.group)] ?? 0;
+    for (const g of groups) members += activity.members[groupKey(info.topic, g.group)] ?? 0;
     let lastMessageAt: number | null = null;
     if (info.count > 0) {
       const [newest] = await engine.read(info.topic, info.last, 1);
@@ -171,12 +178,12 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
 
   const groupView = (info: TopicInfo, group: GroupInfo, activity: TopicActivity): GroupView => ({
     ...group,
-    members: activity.members[memberKey(info.topic, group.group)] ?? 0,
+    members: activity.members[groupKey(info.topic, group.group)] ?? 0,
     ready: Math.max(0, info.last - Math.max(group.cursor, info.first) + 1),
   });
 
   /** A window of a topic's log, newest first: `before` (exclusive, newest-first paging) or `from` (inclusive). */
-  const page = async (info: TopicInfo, url: URL) => {
+  const page = async (info: TopicInfo, url: URL): Promise<Omit<MessagesPage, 'messages'> & { messages: StoredMessage[] }> => {
     const limit = intParam(url, 'limit', MESSAGES_DEFAULT_LIMIT, 1, MAX_LIMIT)!;
     const from = intParam(url, 'from', undefined, 1, Number.MAX_SAFE_INTEGER);
     let lo: number;
@@ -205,7 +212,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
     };
   };
 
-  const replayOne = async (dlqTopic: string, epoch: string, message: StoredMessage, expectedTopic: string) => {
+  const replayOne = async (dlqTopic: string, epoch: string, message: StoredMessage, expectedTopic: string): Promise<ReplayOutcome> => {
     const letter = message.data;
     if (!isDeadLetter(letter) || !isValidTopicName(letter.topic)) {
       throw new MeshError('bad_request', `message ${message.offset} of '${dlqTopic}' is not a dead-letter envelope`);
@@ -222,14 +229,14 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
     'GET /api/nodes': async () => {
       if (options.cluster) {
         const [self, ...others] = options.cluster();
-        return ok({ mode: 'cluster', nodes: [{ ...(self ?? stats.record()), self: true }, ...others] });
+        return ok<NodesResponse>({ mode: 'cluster', nodes: [{ ...(self ?? stats.record()), self: true }, ...others] });
       }
       const self = { ...stats.record(), self: true };
       const others = await peers.poll();
-      return ok({ mode: options.peers.length > 0 ? 'static-peers' : 'single', nodes: [self, ...others] });
+      return ok<NodesResponse>({ mode: options.peers.length > 0 ? 'static-peers' : 'single', nodes: [self, ...others] });
     },
 
-    'GET /api/nodes/self': () => ok(stats.record()),
+    'GET /api/nodes/self': () => ok<NodeRecord>(stats.record()),
 
     'GET /api/topics': async () => {
       const [all, activity] = await Promise.all([topicMap(), activityNow()]);
@@ -238,7 +245,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
         if (!isValidTopicName(info.topic)) continue;
         topics.push(await summarize(info, all, activity));
       }
-      return ok({ topics });
+      return ok<TopicsResponse>({ topics });
     },
 
     'GET /api/topics/:topic': async (_req, params) => {
@@ -246,13 +253,13 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const [{ info, all }, activity] = await Promise.all([requireTopic(topic), activityNow()]);
       const summary = await summarize(info, all, activity);
       const groups = (await engine.listGroups(topic)).map((g) => groupView(info, g, activity));
-      return ok({ topic: summary, groups });
+      return ok<TopicDetail>({ topic: summary, groups });
     },
 
     'GET /api/topics/:topic/messages': async (_req, params, url) => {
       const { info } = await requireTopic(topicParam(params, true));
       const result = await page(info, url);
-      return ok({ ...result, messages: result.messages.map(messageView) });
+      return ok<MessagesPage>({ ...result, messages: result.messages.map(messageView) });
     },
 
     'GET /api/topics/:topic/groups/:group/pending': async (_req, params, url) => {
@@ -266,7 +273,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const now = Date.now();
       const entries = await engine.pending(topic, group, limit);
       const withMessages = await Promise.all(
-        entries.map(async (entry: PendingEntry) => {
+        entries.map(async (entry: PendingEntry): Promise<PendingView> => {
           const [message] = await engine.read(topic, entry.offset, 1);
           return {
             ...entry,
@@ -276,19 +283,19 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
           };
         }),
       );
-      return ok({ group: groupView(info, state, await activityNow()), entries: withMessages });
+      return ok<PendingPage>({ group: groupView(info, state, await activityNow()), entries: withMessages });
     },
 
     'GET /api/dead-letters': async () => {
       const all = await topicMap();
-      const deadLetters = [];
+      const deadLetters: DeadLetterTopicSummary[] = [];
       for (const info of all.values()) {
         if (!isDeadLetterTopic(info.topic)) continue;
         let lastDeadLetteredAt: number | null = null;
         if (info.count > 0) lastDeadLetteredAt = (await engine.read(info.topic, info.last, 1))[0]?.ts ?? null;
         deadLetters.push({ topic: sourceTopicOf(info.topic)!, dlqTopic: info.topic, count: info.count, first: info.first, last: info.last, lastDeadLetteredAt });
       }
-      return ok({ deadLetters });
+      return ok<DeadLetterTopicsResponse>({ deadLetters });
     },
 
     'GET /api/topics/:topic/dead-letters': async (_req, params, url) => {
@@ -298,14 +305,15 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const info = all.get(dlqTopic);
       if (!info) {
         if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
-        return ok({ topic, dlqTopic, epoch: null, first: 1, last: 0, count: 0, messages: [], older: null, newer: null });
+        return ok<DeadLettersPage>({ topic, dlqTopic, epoch: null, first: 1, last: 0, count: 0, messages: [], older: null, newer: null });
       }
       const result = await page(info, url);
-      return ok({
+      return ok<DeadLettersPage>({
         ...result,
         topic,
         dlqTopic,
-        messages: result.messages.map((m) => ({ offset: m.offset, ts: m.ts, letter: m.data })),
+        // A dead-letter topic holds only the envelopes the engine writes (clients cannot publish to `$` topics).
+        messages: result.messages.map((m) => ({ offset: m.offset, ts: m.ts, letter: m.data as DeadLetter })),
       });
     },
 
@@ -321,7 +329,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       if (!message || message.offset !== offset) {
         throw new MeshError('not_found', `offset ${offset} is not in '${dlqTopic}' (retained: ${info.first}-${info.last})`);
       }
-      return ok({ replayed: await replayOne(dlqTopic, info.epoch, message, topic) });
+      return ok<ReplayResponse>({ replayed: await replayOne(dlqTopic, info.epoch, message, topic) });
     },
 
     'POST /api/topics/:topic/dead-letters/replay': async (req, params) => {
@@ -336,11 +344,11 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const info = all.get(dlqTopic);
       if (!info) {
         if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
-        return ok({ replayed: 0, duplicates: 0, failed: [], purged: 0 });
+        return ok<ReplayAllResponse>({ replayed: 0, duplicates: 0, failed: [], purged: 0 });
       }
       let replayed = 0;
       let duplicates = 0;
-      const failed: Array<{ dlqOffset: number; error: { code: string; message: string } }> = [];
+      const failed: ReplayFailure[] = [];
       // Everything dead-lettered up to now; later arrivals stay for the next replay.
       const end = info.last;
       for (let from = info.first; from <= end; ) {
@@ -360,7 +368,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       }
       let purged = 0;
       if (body.purge === true && failed.length === 0) purged = await engine.truncate(dlqTopic, end + 1);
-      return ok({ replayed, duplicates, failed, purged });
+      return ok<ReplayAllResponse>({ replayed, duplicates, failed, purged });
     },
 
     'DELETE /api/topics/:topic/dead-letters': async (_req, params) => {
@@ -370,9 +378,9 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const info = all.get(dlqTopic);
       if (!info) {
         if (!all.has(topic)) throw new MeshError('not_found', `topic '${topic}' does not exist`);
-        return ok({ purged: 0 });
+        return ok<PurgeResponse>({ purged: 0 });
       }
-      return ok({ purged: await engine.truncate(dlqTopic, info.last + 1), first: info.last + 1 });
+      return ok<PurgeResponse>({ purged: await engine.truncate(dlqTopic, info.last + 1), first: info.last + 1 });
     },
   };
 }
