@@ -236,8 +236,8 @@ export class RedisLink extends EventEmitter {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        // A command still queued in the client is withdrawn: `sent` rejects with AbortError within this
-        // turn's microtasks, before the check below. A written one ignores the abort: its fate is unknown.
+        // A command still queued in node-redis is withdrawn: `sent` rejects with AbortError in this turn's
+        // microtasks, before the setImmediate below. A written one ignores the abort: its fate is unknown.
         withdraw.abort();
         setImmediate(() => reject(new NoAnswerError()));
       }, this.timeoutMs);
