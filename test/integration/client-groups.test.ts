@@ -137,6 +137,28 @@ describe('client: consumer groups', () => {
 });
 
 describe('client: consumer groups across a restart', () => {
+  it('fails an ack sent whose connection dropped before the answer with maybe_stored', async () => {
+    const node = await NodeProcess.start();
+    const client = new MeshClient({ url: node.url, heartbeatMs: 200, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+    try {
+      const held: GroupMessage[] = [];
+      await client.consume('g.unanswered', 'workers', (m) => void held.push(m), { autoAck: false });
+      await client.publish('g.unanswered', 'a');
+      await waitUntil(() => held.length === 1, 'the delivery');
+      node.pause();
+      try {
+        const acking = held[0]!.ack().catch((e: unknown) => e);
+        // The heartbeat gives up on the stopped node and drops the connection the ack went out on.
+        expect(await acking).toMatchObject({ code: 'maybe_stored' });
+      } finally {
+        node.resume();
+      }
+    } finally {
+      await client.close();
+      await node.dispose();
+    }
+  });
+
   it('re-joins after the node restarts; an ack for the old connection fails with unavailable', async () => {
     const node = await NodeProcess.start();
     const client = new MeshClient({ url: node.url, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });

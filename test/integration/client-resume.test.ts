@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MeshClient, type ConnectionState, type PublishResult } from '@meshmq/client';
+import { MeshClient, MeshError, isRetryable, type ConnectionState, type PublishResult } from '@meshmq/client';
 import { NodeProcess } from '../helpers/node-process.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { range, sleep, track, waitUntil } from '../helpers/wait.js';
@@ -194,6 +194,46 @@ describe('client: reconnect and resume', () => {
     // The key was never stored: the same key now publishes for real.
     await waitUntil(() => c.state === 'connected', 'reconnected', 5000);
     expect(await c.publish('resume.timeout', 1, { key: 'k-1' })).toMatchObject({ offset: 1, duplicate: false });
+  });
+
+  it('fails a publish the node received but did not answer with maybe_stored and its key; that key then finds it stored', async () => {
+    const node = await startNode();
+    // No heartbeat: the connection stays while the node is stopped, so the node answers the publish once resumed.
+    const c = new MeshClient({ url: node.url, requestTimeoutMs: 500, heartbeatMs: 0 });
+    cleanup.push(() => c.close());
+    await c.connect();
+    node.pause();
+    let error: unknown;
+    try {
+      error = await c.publish('resume.unanswered', 'once').catch((e: unknown) => e);
+    } finally {
+      node.resume();
+    }
+    expect(error).toBeInstanceOf(MeshError);
+    expect(error).toMatchObject({ code: 'maybe_stored', key: expect.any(String) });
+    expect(isRetryable(error)).toBe(true);
+    const again = await c.publish('resume.unanswered', 'once', { key: (error as MeshError).key });
+    expect(again).toMatchObject({ offset: 1, duplicate: true });
+    expect((await c.history('resume.unanswered')).messages.map((m) => m.data)).toEqual(['once']);
+  });
+
+  it('fails a publish sent but not answered when the client closes with maybe_stored, one never sent with unavailable', async () => {
+    const node = await startNode();
+    const c = new MeshClient({ url: node.url, heartbeatMs: 0 });
+    cleanup.push(() => c.close());
+    await c.connect();
+    node.pause();
+    try {
+      const sent = c.publish('resume.closing', 1, { key: 'k-sent' }).catch((e: unknown) => e);
+      await c.close();
+      expect(await sent).toMatchObject({ code: 'maybe_stored', key: 'k-sent' });
+      expect(await c.publish('resume.closing', 2, { key: 'k-late' }).catch((e: unknown) => e)).toMatchObject({
+        code: 'unavailable',
+        key: 'k-late',
+      });
+    } finally {
+      node.resume();
+    }
   });
 
   it('rejects publishes past the offline queue limit at once', async () => {

@@ -1,12 +1,15 @@
 import {
   MeshError,
+  groupKey,
   isErrorCode,
   type ErrorCode,
   type HelloResult,
-  type HistoryResult,
+  type HistoryRequest,
   type MessageFrame,
-  type OkFrame,
   type PublishResult,
+  type RequestBody,
+  type RequestOp,
+  type ResultOf,
   type ServerFrame,
 } from '@meshmq/shared';
 import { defaultWebSocket } from '#websocket';
@@ -172,20 +175,27 @@ export class MeshClient extends Emitter<ClientEvents> {
     return this.closing;
   }
 
-  /** Appends a message to a topic; resolves once it is durable. */
+  /**
+   * Appends a message to a topic; resolves once it is durable. Rejects with a
+   * MeshError that carries the publish's `key`; its code says what happened
+   * (`maybe_stored`: publish again with that key to find out; see the README).
+   */
   publish<T = unknown>(topic: string, data: T, options: PublishOptions = {}): Promise<PublishResult> {
+    const key = options.key ?? randomKey();
     let encoded: string | undefined;
     try {
       encoded = JSON.stringify(data);
     } catch (err) {
-      return Promise.reject(new MeshError('bad_request', `'data' cannot be encoded as JSON: ${MeshError.from(err).message}`));
+      return Promise.reject(new MeshError('bad_request', `'data' cannot be encoded as JSON: ${MeshError.from(err).message}`, { key }));
     }
-    if (encoded === undefined) return Promise.reject(new MeshError('bad_request', "'data' must be a JSON value"));
-    const frame = { op: 'publish', topic, data, key: options.key ?? randomKey() };
-    return this.request(frame, 'resend').then((reply) => {
-      const { offset, epoch, ts, duplicate } = reply as unknown as PublishResult;
-      return { offset, epoch, ts, duplicate };
-    });
+    if (encoded === undefined) return Promise.reject(new MeshError('bad_request', "'data' must be a JSON value", { key }));
+    return this.request({ op: 'publish', topic, data, key }, 'resend').then(
+      ({ offset, epoch, ts, duplicate }) => ({ offset, epoch, ts, duplicate }),
+      (err: unknown) => {
+        const error = MeshError.from(err);
+        return Promise.reject(new MeshError(error.code, error.message, { cause: error.cause, key }));
+      },
+    );
   }
 
   /**
@@ -214,10 +224,10 @@ export class MeshClient extends Emitter<ClientEvents> {
 
   /** Reads retained messages of a topic. */
   async history<T = unknown>(topic: string, options: HistoryOptions = {}): Promise<HistoryPage<T>> {
-    const frame: Record<string, unknown> = { op: 'history', topic };
+    const frame: Omit<HistoryRequest, 'id'> = { op: 'history', topic };
     if (options.from !== undefined) frame.from = options.from;
     if (options.limit !== undefined) frame.limit = options.limit;
-    const reply = (await this.request(frame, 'resend')) as unknown as HistoryResult;
+    const reply = await this.request(frame, 'resend');
     return {
       epoch: reply.epoch,
       first: reply.first,
@@ -236,7 +246,7 @@ export class MeshClient extends Emitter<ClientEvents> {
   // ---- requests ----------------------------------------------------------------
 
   /** A request that waits for a connection if needed. */
-  private request(frame: Record<string, unknown>, policy: DropPolicy): Promise<OkFrame> {
+  private request<Op extends RequestOp>(frame: RequestBody<Op>, policy: DropPolicy): Promise<ResultOf<Op>> {
     if (this.closing) return Promise.reject(closedError());
     this.connector.start();
     const link = this.connector.readyLink;
@@ -245,14 +255,14 @@ export class MeshClient extends Emitter<ClientEvents> {
         new MeshError('unavailable', `not connected, and ${this.tracker.queued} requests are already waiting for a connection`),
       );
     }
-    const { id, reply } = this.tracker.create(frame, policy, this.options.requestTimeoutMs);
+    const { id, reply } = this.tracker.create<Op>(frame, policy, this.options.requestTimeoutMs);
     if (link) this.send(link, id);
     return reply;
   }
 
   /** A request sent on `link` only. */
-  private boundRequest(link: Link, frame: Record<string, unknown>, timeoutMs = this.options.requestTimeoutMs): Promise<OkFrame> {
-    const { id, reply } = this.tracker.create(frame, 'reject', timeoutMs, true);
+  private boundRequest<Op extends RequestOp>(link: Link, frame: RequestBody<Op>, timeoutMs = this.options.requestTimeoutMs): Promise<ResultOf<Op>> {
+    const { id, reply } = this.tracker.create<Op>(frame, 'reject', timeoutMs, true);
     if (!this.send(link, id)) {
       this.tracker.reject(id, new MeshError('unavailable', `the connection to ${link.url} is closed`));
     }
@@ -276,13 +286,8 @@ export class MeshClient extends Emitter<ClientEvents> {
     return true;
   }
 
-  private async hello(link: Link): Promise<HelloResult> {
-    const { op: _op, id: _id, ...result } = await this.boundRequest(
-      link,
-      { op: 'hello', client: this.options.name },
-      this.options.connectTimeoutMs,
-    );
-    return result as unknown as HelloResult;
+  private hello(link: Link): Promise<HelloResult> {
+    return this.boundRequest(link, { op: 'hello', client: this.options.name }, this.options.connectTimeoutMs);
   }
 
   // ---- connection events -------------------------------------------------------
@@ -336,7 +341,7 @@ export class MeshClient extends Emitter<ClientEvents> {
 
   private route(link: Link, frame: MessageFrame): void {
     if (frame.group === undefined) this.subscriptions.get(frame.topic)?.onMessage(link, frame);
-    else this.consumers.get(`${frame.topic}\u0000${frame.group}`)?.onMessage(link, frame);
+    else this.consumers.get(groupKey(frame.topic, frame.group))?.onMessage(link, frame);
   }
 
   /** Emits `error`; with no listener, logs it rather than losing it. */

@@ -1,4 +1,4 @@
-import { DEFAULTS, MeshError, type MessageFrame } from '@meshmq/shared';
+import { DEFAULTS, MeshError, groupKey, type MessageFrame, type RequestBody } from '@meshmq/shared';
 import type { Link } from './link.js';
 import { Resumable, type ResumableHost } from './resumable.js';
 import type { Gap, GroupMessage } from './types.js';
@@ -58,7 +58,7 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
     private readonly options: ConsumeOptions,
     timeoutMs: number,
   ) {
-    super(host, `${topic}\u0000${group}`, `membership of group '${group}' of topic '${topic}'`, timeoutMs);
+    super(host, groupKey(topic, group), `membership of group '${group}' of topic '${topic}'`, timeoutMs);
     this.ackWaitMs = options.ackWait ?? DEFAULTS.ackWaitMs;
   }
 
@@ -96,7 +96,7 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
 
   protected async open(link: Link): Promise<Gap[]> {
     if (this.current === link) return [];
-    const frame: Record<string, unknown> = { op: 'subscribe', topic: this.topic, group: this.group };
+    const frame: RequestBody<'subscribe'> = { op: 'subscribe', topic: this.topic, group: this.group };
     if (this.options.prefetch !== undefined) frame.prefetch = this.options.prefetch;
     if (this.options.ackWait !== undefined) frame.ackWait = this.options.ackWait;
     if (this.options.maxDeliveries !== undefined) frame.maxDeliveries = this.options.maxDeliveries;
@@ -162,21 +162,20 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
   }
 
   private message(link: Link, frame: MessageFrame): GroupMessage<T> {
+    // The epoch makes the node refuse to settle the message at this offset if it was lost and replaced meanwhile.
+    const delivered = { topic: this.topic, group: this.group, offset: frame.offset, epoch: frame.epoch };
     let settling: Promise<void> | undefined;
-    const settle = (op: 'ack' | 'nack', delay?: number): Promise<void> => {
+    const settle = (request: RequestBody<'ack' | 'nack'>): Promise<void> => {
       if (settling) return settling;
       // Only the connection a delivery came on holds its lease (a draining one still does).
       if (!link.isOpen) {
         settling = Promise.reject(
           new MeshError(
             'unavailable',
-            `cannot ${op} offset ${frame.offset}: the connection it was delivered on was lost, so the server released it for redelivery`,
+            `cannot ${request.op} offset ${frame.offset}: the connection it was delivered on was lost, so the server released it for redelivery`,
           ),
         );
       } else {
-        // The epoch makes the node refuse it if the message at this offset was lost and replaced meanwhile.
-        const request: Record<string, unknown> = { op, topic: this.topic, group: this.group, offset: frame.offset, epoch: frame.epoch };
-        if (delay !== undefined && delay > 0) request.delay = delay;
         settling = this.host.request(link, request).then(() => undefined);
       }
       return settling;
@@ -189,8 +188,8 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
       data: frame.data as T,
       group: this.group,
       delivery: frame.delivery ?? 1,
-      ack: () => settle('ack'),
-      nack: (delayMs?: number) => settle('nack', delayMs),
+      ack: () => settle({ op: 'ack', ...delivered }),
+      nack: (delayMs?: number) => settle(delayMs ? { op: 'nack', ...delivered, delay: delayMs } : { op: 'nack', ...delivered }),
     };
     if (frame.key !== undefined) message.key = frame.key;
     return message;

@@ -16,9 +16,10 @@ export type { GroupConsumer, ConsumeOptions, GroupHandler } from './group-consum
 export type { Message, GroupMessage, Gap, ConnectionState, ClientEvents } from './types.js';
 export type { WebSocketLike, WebSocketConstructor } from './websocket.js';
 export { toWebSocketUrl } from './urls.js';
-export { MeshError, ERROR_CODES, isErrorCode, DEFAULTS, LIMITS } from '@meshmq/shared';
+export { MeshError, ERROR_CODES, RETRYABLE_CODES, isErrorCode, isRetryable, DEFAULTS, LIMITS } from '@meshmq/shared';
 export type {
   ErrorCode,
+  MeshErrorOptions,
   PublishResult,
   SubscribeResult,
   HistoryResult,

@@ -1,4 +1,4 @@
-import { MeshError, type ErrorCode, type OkFrame, type SubscribeResult } from '@meshmq/shared';
+import { MeshError, type ErrorCode, type RequestBody, type RequestOp, type ResultOf, type SubscribeResult } from '@meshmq/shared';
 import type { Link } from './link.js';
 import type { Gap } from './types.js';
 
@@ -6,8 +6,8 @@ import type { Gap } from './types.js';
 export interface ResumableHost {
   /** The greeted connection, if any. */
   readonly link: Link | undefined;
-  /** Sends a request on `link` only; it fails with `unavailable` if that link is lost first. */
-  request(link: Link, frame: Record<string, unknown>): Promise<OkFrame>;
+  /** Sends a request on `link` only; it fails if that link is lost first. */
+  request<Op extends RequestOp>(link: Link, frame: RequestBody<Op>): Promise<ResultOf<Op>>;
   gap(gap: Gap, own?: (gap: Gap) => void): void;
   error(error: MeshError): void;
   /** The server failed a request in a way a new connection may fix: replace the connection. */
@@ -113,9 +113,9 @@ export abstract class Resumable {
   }
 
   /** Sends a subscribe frame on `link`; a failure is handled here and resolves undefined. */
-  protected async subscribeOn(link: Link, frame: Record<string, unknown>): Promise<SubscribeResult | undefined> {
+  protected async subscribeOn(link: Link, frame: RequestBody<'subscribe'>): Promise<SubscribeResult | undefined> {
     try {
-      return (await this.host.request(link, frame)) as unknown as SubscribeResult;
+      return await this.host.request(link, frame);
     } catch (err) {
       this.failed(link, MeshError.from(err));
       return undefined;

@@ -1,4 +1,4 @@
-import { MeshError, type MessageFrame, type ResetFrame, type SubscribeResult } from '@meshmq/shared';
+import { MeshError, type MessageFrame, type RequestBody, type ResetFrame, type SubscribeResult } from '@meshmq/shared';
 import { Fifo } from './fifo.js';
 import type { Link } from './link.js';
 import { Resumable, type ResumableHost } from './resumable.js';
@@ -109,7 +109,7 @@ export class FanoutSubscription<T = unknown> extends Resumable implements Subscr
     const resuming = this.next !== undefined;
     const from = this.next ?? this.options.from;
     const epoch = resuming ? this.epochValue : this.options.epoch;
-    const frame: Record<string, unknown> = { op: 'subscribe', topic: this.topic };
+    const frame: RequestBody<'subscribe'> = { op: 'subscribe', topic: this.topic };
     if (from !== undefined) frame.from = from;
     if (epoch !== undefined) frame.epoch = epoch;
     this.opening = { link, early: [] };

@@ -21,8 +21,11 @@ export interface GroupMessage<T = unknown> extends Message<T> {
   delivery: number;
   /**
    * Settles the message. Rejects with `unavailable` when the connection it
-   * arrived on was lost (the server released it; it will be redelivered) and
-   * with `not_found` when its lease had already ended.
+   * arrived on was lost before the ack went out (the server released it; it
+   * will be redelivered), with `maybe_stored` when the ack went out but its
+   * answer did not come back (it may have been applied; if not, the message
+   * is redelivered), and with `not_found` when its lease had already ended or
+   * another message took over its offset.
    */
   ack(): Promise<void>;
   /** Hands the message back for redelivery after `delayMs` (default 0). Same failures as ack. */

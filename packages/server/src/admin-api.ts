@@ -10,8 +10,25 @@ import {
   isValidGroupName,
   isValidTopicName,
   sourceTopicOf,
+  type DeadLetterTopicSummary,
+  type DeadLetterTopicsResponse,
+  type DeadLettersPage,
+  type GroupConfigResponse,
   type GroupView,
+  type MessageView,
+  type MessagesPage,
+  type NodesResponse,
+  type PendingPage,
+  type PendingView,
+  type PurgeResponse,
+  type ReplayAllResponse,
+  type ReplayFailure,
+  type ReplayOutcome,
+  type ReplayResponse,
+  type TopicActivity,
+  type TopicDetail,
   type TopicSummary,
+  type TopicsResponse,
 } from '@meshmq/shared';
 import { authorize, type Principal } from './core/access.js';
 import type { Broker } from './core/broker.js';
@@ -19,7 +36,7 @@ import type { DeadLetter, GroupInfo, GroupSettings, PendingEntry, RetentionPolic
 import type { JsonRoute, RouteContext } from './http-handler.js';
 import type { NodeRecord, NodeStats } from './node-stats.js';
 
-export type { GroupView, TopicSummary };
+export type { GroupView, TopicActivity, TopicSummary };
 
 export interface AdminApiOptions {
   broker: Broker;
@@ -43,13 +60,6 @@ export interface AdminApiOptions {
   activity?: () => Promise<TopicActivity>;
 }
 
-/** Live activity per topic; `members` is keyed by {@link groupKey}. */
-export interface TopicActivity {
-  subscribers: Record<string, number>;
-  members: Record<string, number>;
-  publishRates: Record<string, number>;
-}
-
 /** This node's own activity. */
 export function localActivity(broker: Broker, stats: NodeStats): TopicActivity {
   return {
@@ -67,7 +77,8 @@ const REPLAY_PAGE = 500;
 /** Encoded message data one page of the admin API carries at most (always at least one message). */
 const PAGE_MAX_BYTES = 4 * 1024 * 1024;
 
-const ok = (body: unknown, status = 200) => ({ status, body });
+/** A 200 answer; `Body` is the route's documented response shape, so the compiler checks the body against it. */
+const ok = <Body>(body: Body, status = 200) => ({ status, body });
 
 function intParam(url: URL, name: string, fallback: number | undefined, min: number, max: number): number | undefined {
   const raw = url.searchParams.get(name);
@@ -131,8 +142,8 @@ function intField(body: Record<string, unknown>, name: string, { min, max }: { m
   return value;
 }
 
-function messageView(message: StoredMessage) {
-  const view: { offset: number; ts: number; key?: string; data: unknown } = { offset: message.offset, ts: message.ts, data: message.data };
+function messageView(message: StoredMessage): MessageView {
+  const view: MessageView = { offset: message.offset, ts: message.ts, data: message.data };
   if (message.key !== undefined) view.key = message.key;
   return view;
 }
@@ -206,7 +217,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
   });
 
   /** A window of a topic's log, newest first: `before` (exclusive, newest-first paging) or `from` (inclusive). */
-  const page = async (actor: Principal, info: TopicInfo, url: URL) => {
+  const page = async (actor: Principal, info: TopicInfo, url: URL): Promise<Omit<MessagesPage, 'messages'> & { messages: StoredMessage[] }> => {
     const limit = intParam(url, 'limit', MESSAGES_DEFAULT_LIMIT, 1, MAX_LIMIT)!;
     const from = intParam(url, 'from', undefined, 1, Number.MAX_SAFE_INTEGER);
     let lo: number;
@@ -244,7 +255,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
     };
   };
 
-  const replayOne = async (actor: Principal, dlqTopic: string, epoch: string, message: StoredMessage, expectedTopic: string) => {
+  const replayOne = async (actor: Principal, dlqTopic: string, epoch: string, message: StoredMessage, expectedTopic: string): Promise<ReplayOutcome> => {
     const letter = message.data;
     if (!isDeadLetter(letter) || !isValidTopicName(letter.topic)) {
       throw new MeshError('bad_request', `message ${message.offset} of '${dlqTopic}' is not a dead-letter envelope`);
@@ -261,15 +272,15 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
     'GET /api/nodes': admin(async () => {
       if (options.cluster) {
         const [self, ...others] = options.cluster();
-        return ok({ mode: 'cluster', nodes: [{ ...(self ?? stats.record()), self: true }, ...others] });
+        return ok<NodesResponse>({ mode: 'cluster', nodes: [{ ...(self ?? stats.record()), self: true }, ...others] });
       }
       const self = { ...stats.record(), self: true };
       const others = await peers.poll();
-      return ok({ mode: options.peers.length > 0 ? 'static-peers' : 'single', nodes: [self, ...others] });
+      return ok<NodesResponse>({ mode: options.peers.length > 0 ? 'static-peers' : 'single', nodes: [self, ...others] });
     }),
 
     // Open like /healthz: static peers read it from each other without a token. It holds no topic data.
-    'GET /api/nodes/self': () => ok(stats.record()),
+    'GET /api/nodes/self': () => ok<NodeRecord>(stats.record()),
 
     'GET /api/topics': admin(async (_ctx, actor) => {
       const [all, activity] = await Promise.all([topicMap(actor), activityNow()]);
@@ -278,7 +289,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
         if (!isValidTopicName(info.topic)) continue;
         topics.push(await summarize(actor, info, all.get(deadLetterTopicOf(info.topic))?.count ?? 0, activity));
       }
-      return ok({ topics });
+      return ok<TopicsResponse>({ topics });
     }),
 
     'GET /api/topics/:topic': admin(async ({ params }, actor) => {
@@ -287,13 +298,13 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const deadLetters = isDeadLetterTopic(topic) ? 0 : ((await broker.topic(actor, deadLetterTopicOf(topic)))?.count ?? 0);
       const summary = await summarize(actor, info, deadLetters, activity);
       const groups = (await broker.groups(actor, topic)).map((g) => groupView(info, g, activity));
-      return ok({ topic: summary, groups });
+      return ok<TopicDetail>({ topic: summary, groups });
     }),
 
     'GET /api/topics/:topic/messages': admin(async ({ params, url }, actor) => {
       const info = await requireTopic(actor, topicParam(params, true));
       const result = await page(actor, info, url);
-      return ok({ ...result, messages: result.messages.map(messageView) });
+      return ok<MessagesPage>({ ...result, messages: result.messages.map(messageView) });
     }),
 
     'GET /api/topics/:topic/groups/:group/pending': admin(async ({ params, url }, actor) => {
@@ -306,7 +317,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const now = Date.now();
       const entries = await broker.pending(actor, topic, group, limit);
       const withMessages = await Promise.all(
-        entries.map(async (entry: PendingEntry) => {
+        entries.map(async (entry: PendingEntry): Promise<PendingView> => {
           const [message] = await broker.read(actor, topic, entry.offset, 1);
           return {
             ...entry,
@@ -316,7 +327,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
           };
         }),
       );
-      return ok({ group: groupView(info, state, await activityNow()), entries: withMessages });
+      return ok<PendingPage>({ group: groupView(info, state, await activityNow()), entries: withMessages });
     }),
 
     'PUT /api/topics/:topic/groups/:group': admin(async ({ req, params }, actor) => {
@@ -331,12 +342,12 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       if (maxDeliveries !== undefined) settings.maxDeliveries = maxDeliveries;
       const info = await requireTopic(actor, topic);
       const state = await broker.configureGroup(actor, topic, group, settings);
-      return ok({ group: groupView(info, state, await activityNow()) });
+      return ok<GroupConfigResponse>({ group: groupView(info, state, await activityNow()) });
     }),
 
     'GET /api/dead-letters': admin(async (_ctx, actor) => {
       const all = await topicMap(actor);
-      const deadLetters = [];
+      const deadLetters: DeadLetterTopicSummary[] = [];
       for (const info of all.values()) {
         if (!isDeadLetterTopic(info.topic)) continue;
         deadLetters.push({
@@ -348,7 +359,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
           lastDeadLetteredAt: await newestTs(actor, info),
         });
       }
-      return ok({ deadLetters });
+      return ok<DeadLetterTopicsResponse>({ deadLetters });
     }),
 
     'GET /api/topics/:topic/dead-letters': admin(async ({ params, url }, actor) => {
@@ -357,14 +368,15 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const info = await broker.topic(actor, dlqTopic);
       if (!info) {
         await requireTopic(actor, topic);
-        return ok({ topic, dlqTopic, epoch: null, first: 1, last: 0, count: 0, messages: [], older: null, newer: null });
+        return ok<DeadLettersPage>({ topic, dlqTopic, epoch: null, first: 1, last: 0, count: 0, messages: [], older: null, newer: null });
       }
       const result = await page(actor, info, url);
-      return ok({
+      return ok<DeadLettersPage>({
         ...result,
         topic,
         dlqTopic,
-        messages: result.messages.map((m) => ({ offset: m.offset, ts: m.ts, letter: m.data })),
+        // A dead-letter topic holds only the envelopes the engine writes (clients cannot publish to `$` topics).
+        messages: result.messages.map((m) => ({ offset: m.offset, ts: m.ts, letter: m.data as DeadLetter })),
       });
     }),
 
@@ -379,7 +391,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       if (!message || message.offset !== offset) {
         throw new MeshError('not_found', `offset ${offset} is not in '${dlqTopic}' (retained: ${info.first}-${info.last})`);
       }
-      return ok({ replayed: await replayOne(actor, dlqTopic, info.epoch, message, topic) });
+      return ok<ReplayResponse>({ replayed: await replayOne(actor, dlqTopic, info.epoch, message, topic) });
     }),
 
     'POST /api/topics/:topic/dead-letters/replay': admin(async ({ req, params }, actor) => {
@@ -391,11 +403,11 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const info = await broker.topic(actor, dlqTopic);
       if (!info) {
         await requireTopic(actor, topic);
-        return ok({ replayed: 0, duplicates: 0, failed: [], purged: 0 });
+        return ok<ReplayAllResponse>({ replayed: 0, duplicates: 0, failed: [], purged: 0 });
       }
       let replayed = 0;
       let duplicates = 0;
-      const failed: Array<{ dlqOffset: number; error: { code: string; message: string } }> = [];
+      const failed: ReplayFailure[] = [];
       // Everything dead-lettered up to now; later arrivals stay for the next replay.
       const end = info.last;
       for (let from = info.first; from <= end; ) {
@@ -415,7 +427,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       }
       let purged = 0;
       if (body.purge === true && failed.length === 0) purged = await broker.truncate(actor, dlqTopic, end + 1);
-      return ok({ replayed, duplicates, failed, purged });
+      return ok<ReplayAllResponse>({ replayed, duplicates, failed, purged });
     }),
 
     'DELETE /api/topics/:topic/dead-letters': admin(async ({ params }, actor) => {
@@ -424,9 +436,9 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       const info = await broker.topic(actor, dlqTopic);
       if (!info) {
         await requireTopic(actor, topic);
-        return ok({ purged: 0 });
+        return ok<PurgeResponse>({ purged: 0 });
       }
-      return ok({ purged: await broker.truncate(actor, dlqTopic, info.last + 1), first: info.last + 1 });
+      return ok<PurgeResponse>({ purged: await broker.truncate(actor, dlqTopic, info.last + 1), first: info.last + 1 });
     }),
   };
 }

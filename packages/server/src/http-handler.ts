@@ -26,6 +26,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   rate_limited: 429,
   limit_exceeded: 503,
   unavailable: 503,
+  // The storage did not answer in time: the gateway-timeout of the storage behind the node.
+  maybe_stored: 504,
   internal: 500,
 };
 

@@ -2,6 +2,7 @@
  * Shapes of the node's JSON admin API (docs/api.md), shared by the server
  * that answers it and the console that reads it.
  */
+import type { ErrorCode } from './errors.js';
 
 export interface RetentionPolicy {
   maxMessages: number;
@@ -120,4 +121,176 @@ export interface GroupView extends GroupInfo {
   members: number;
   /** Retained messages the group has not taken yet. */
   ready: number;
+}
+
+// ---- Response bodies, one per route of docs/api.md ------------------------------
+
+/** The body of every failed admin API request; its HTTP status follows the code. */
+export interface ApiErrorBody {
+  error: { code: ErrorCode; message: string };
+}
+
+/** A node record as `GET /api/nodes` lists it: `self` marks the node that answered. */
+export interface ListedNode extends NodeRecord {
+  self?: boolean;
+}
+
+/** Where the node list comes from: the Redis membership, `--peers`, or this node alone. */
+export type NodesMode = 'cluster' | 'static-peers' | 'single';
+
+/** `GET /api/nodes` (`GET /api/nodes/self` answers a bare NodeRecord). */
+export interface NodesResponse {
+  mode: NodesMode;
+  /** This node first. */
+  nodes: ListedNode[];
+}
+
+/** `GET /api/topics`. */
+export interface TopicsResponse {
+  topics: TopicSummary[];
+}
+
+/** `GET /api/topics/:topic`. */
+export interface TopicDetail {
+  topic: TopicSummary;
+  groups: GroupView[];
+}
+
+/** A retained message as the admin API shows it. */
+export interface MessageView {
+  offset: number;
+  ts: number;
+  key?: string;
+  data: unknown;
+}
+
+/** A newest-first window of a log, with the cursors of its neighbours. */
+interface LogPage {
+  first: number;
+  last: number;
+  count: number;
+  /** `before` for the next older page, null at the oldest retained message. */
+  older: number | null;
+  /** `from` for the next newer page, null at the newest message. */
+  newer: number | null;
+}
+
+/** `GET /api/topics/:topic/messages`. */
+export interface MessagesPage extends LogPage {
+  topic: string;
+  epoch: string;
+  messages: MessageView[];
+}
+
+/** `leased`: a member holds it; `delayed`: nacked with a delay; `due`: deliverable now. */
+export type PendingState = 'leased' | 'delayed' | 'due';
+
+export interface PendingView extends PendingEntry {
+  state: PendingState;
+  /** Time since its first delivery. */
+  ageMs: number;
+  /** Null when retention removed it. */
+  message: MessageView | null;
+}
+
+/** `GET /api/topics/:topic/groups/:group/pending`. */
+export interface PendingPage {
+  group: GroupView;
+  entries: PendingView[];
+}
+
+/** `PUT /api/topics/:topic/groups/:group`: the group with its new settings. */
+export interface GroupConfigResponse {
+  group: GroupView;
+}
+
+/** One dead-letter topic in `GET /api/dead-letters`. */
+export interface DeadLetterTopicSummary {
+  /** The topic whose dead letters it holds. */
+  topic: string;
+  dlqTopic: string;
+  count: number;
+  first: number;
+  last: number;
+  lastDeadLetteredAt: number | null;
+}
+
+/** `GET /api/dead-letters`. */
+export interface DeadLetterTopicsResponse {
+  deadLetters: DeadLetterTopicSummary[];
+}
+
+/** A message of a dead-letter topic: its offset there, and the envelope. */
+export interface DeadLetterView {
+  offset: number;
+  ts: number;
+  letter: DeadLetter;
+}
+
+/** `GET /api/topics/:topic/dead-letters`; offsets and `epoch` are the dead-letter topic's. */
+export interface DeadLettersPage extends LogPage {
+  topic: string;
+  dlqTopic: string;
+  /** Null while the topic has no dead-letter topic yet. */
+  epoch: string | null;
+  messages: DeadLetterView[];
+}
+
+/** One dead letter published back to its topic. */
+export interface ReplayOutcome {
+  /** Its offset in the dead-letter topic. */
+  dlqOffset: number;
+  topic: string;
+  /** The offset it got (the first replay's, when `duplicate`). */
+  offset: number;
+  epoch: string;
+  ts: number;
+  duplicate: boolean;
+}
+
+/** `POST /api/topics/:topic/dead-letters/:offset/replay`. */
+export interface ReplayResponse {
+  replayed: ReplayOutcome;
+}
+
+export interface ReplayFailure {
+  dlqOffset: number;
+  error: { code: ErrorCode; message: string };
+}
+
+/** `POST /api/topics/:topic/dead-letters/replay`. */
+export interface ReplayAllResponse {
+  replayed: number;
+  duplicates: number;
+  failed: ReplayFailure[];
+  purged: number;
+}
+
+/** `DELETE /api/topics/:topic/dead-letters`. */
+export interface PurgeResponse {
+  purged: number;
+  /** The dead-letter topic's first offset from now on; absent when it had none. */
+  first?: number;
+}
+
+/** Live activity per topic; `members` is keyed by `groupKey(topic, group)` (names.ts). */
+export interface TopicActivity {
+  subscribers: Record<string, number>;
+  members: Record<string, number>;
+  publishRates: Record<string, number>;
+}
+
+/** One node's answer to the cluster-wide stats request. */
+export interface NodeActivity extends TopicActivity {
+  node: string;
+  connections: number;
+  subscriptions: number;
+}
+
+/** `GET /api/cluster/stats`. */
+export interface ClusterStats {
+  nodes: NodeActivity[];
+  /** Live nodes that did not answer in time. */
+  missing: string[];
+  totals: Omit<NodeActivity, 'node'>;
 }

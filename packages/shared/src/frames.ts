@@ -341,4 +341,36 @@ export interface HistoryResult {
   messages: MessageFrame[];
 }
 
+export interface PingResult {
+  /** Server time, ms since the epoch. */
+  ts: number;
+}
+
+/** The result of a request whose ok frame carries nothing but `op` and `id`. */
+export type EmptyResult = Record<never, never>;
+
+/** The result (the fields of the ok frame besides `op` and `id`) of each request op. */
+export interface RequestResults {
+  hello: HelloResult;
+  publish: PublishResult;
+  subscribe: SubscribeResult;
+  unsubscribe: EmptyResult;
+  ack: EmptyResult;
+  nack: EmptyResult;
+  history: HistoryResult;
+  ping: PingResult;
+  auth: AuthResult;
+}
+
+/** The request of op `Op`. */
+export type RequestOf<Op extends RequestOp> = Extract<Request, { op: Op }>;
+/**
+ * The request of op `Op` without its `id`: what a client hands to whatever
+ * numbers its requests. (The `{ op: Op }` part lets a generic function infer
+ * `Op` from the frame it is given.)
+ */
+export type RequestBody<Op extends RequestOp = RequestOp> = (Op extends RequestOp ? Omit<RequestOf<Op>, 'id'> : never) & { op: Op };
+/** The result of a request of op `Op`. */
+export type ResultOf<Op extends RequestOp> = RequestResults[Op];
+
 export const PROTOCOL_VERSION = 1;

@@ -38,9 +38,10 @@ export function isValidGroupName(name: string): boolean {
 }
 
 /**
- * The one key of a (topic, group) pair in maps and wire-level summaries
- * (`members` of the admin API): topic and group joined by a NUL, which
- * neither name can contain.
+ * The one key for group `group` of topic `topic` in maps and records that
+ * hold groups of several topics (`<topic>\u0000<group>`, as in the admin
+ * API's activity counts). NUL occurs in no topic or group name, so no two
+ * groups share a key.
  */
 export function groupKey(topic: string, group: string): string {
   return `${topic}\u0000${group}`;

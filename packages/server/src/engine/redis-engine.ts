@@ -41,7 +41,7 @@ export interface RedisEngineOptions extends RedisLinkOptions, EngineCommonOption
    * 0 (default) acknowledges once the primary has it.
    */
   replicas?: number;
-  /** How long WAIT may take before the publish fails with `unavailable`. Default 1 s. */
+  /** How long WAIT may take before the publish fails with `maybe_stored`. Default 1 s. */
   replicaTimeoutMs?: number;
   logger?: Logger;
 }
@@ -187,9 +187,10 @@ export class RedisEngine implements Engine {
     const timeout = this.options.replicaTimeoutMs ?? 1000;
     const acked = Number(await this.link.command(['WAIT', replicas, timeout]));
     if (acked < replicas) {
+      // The primary has the write; whether it survives a failover is unknown until the replicas confirm it.
       throw new MeshError(
-        'unavailable',
-        `only ${acked} of ${replicas} replicas confirmed the write within ${timeout} ms; it may or may not survive a failover, retry with the same key`,
+        'maybe_stored',
+        `the primary stored it, but only ${acked} of ${replicas} replicas confirmed within ${timeout} ms, so it may not survive a failover; publish again with the same key to wait for the replicas once more`,
       );
     }
   }

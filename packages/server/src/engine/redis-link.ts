@@ -1,13 +1,28 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { createClient, createCluster, createSentinel } from 'redis';
-import { MeshError } from '@meshmq/shared';
+import {
+  AbortError,
+  ClientClosedError,
+  ClientOfflineError,
+  CommandTimeoutDuringMaintenanceError,
+  ConnectionTimeoutError,
+  ErrorReply,
+  RootNodesUnavailableError,
+  createClient,
+  createCluster,
+  createSentinel,
+} from 'redis';
+import { MeshError, describeError } from '@meshmq/shared';
 import type { Logger } from 'pino';
 
 export interface RedisLinkOptions {
   /** `redis://[user:password@]host:port[/db]`. */
   url: string;
-  /** Per-command timeout; a command that takes longer fails with `unavailable`. Default 5 s. */
+  /**
+   * Per-command deadline. A command still waiting to be written by then is
+   * withdrawn and fails with `unavailable`; one written but not answered
+   * fails with `maybe_stored`. Default 5 s.
+   */
   commandTimeoutMs?: number;
   /** Longest wait between reconnect attempts. Default 2 s. */
   maxReconnectDelayMs?: number;
@@ -32,7 +47,8 @@ interface Backend {
   readonly ready: boolean;
   connect(): Promise<void>;
   close(): Promise<void>;
-  send(args: string[], routeKey: string | undefined, timeout: number): Promise<unknown>;
+  /** Aborting `signal` withdraws the command while it waits to be written; once written it is ignored. */
+  send(args: string[], routeKey: string | undefined, signal: AbortSignal): Promise<unknown>;
   sSubscribe(channel: string, listener: Listener, buffers?: boolean): Promise<unknown>;
   sUnsubscribe(channel: string): Promise<unknown>;
   /** Calls `changed` on every client event that may change readiness. */
@@ -90,7 +106,7 @@ function createBackend(url: string, clientOptions: Record<string, unknown>): Bac
       close: async () => {
         await Promise.allSettled([commands.close(), subscriber.close()]);
       },
-      send: (args, _key, timeout) => commands.sendCommand(args, { timeout }),
+      send: (args, _key, abortSignal) => commands.sendCommand(args, { abortSignal }),
       sSubscribe: (channel, listener, buffers) => subscriber.sSubscribe(channel, listener, buffers),
       sUnsubscribe: (channel) => subscriber.sUnsubscribe(channel),
       watch: (changed) => {
@@ -118,7 +134,7 @@ function createBackend(url: string, clientOptions: Record<string, unknown>): Bac
       close: async () => {
         await sentinel.close();
       },
-      send: (args, _key, timeout) => sentinel.sendCommand(false, args, { timeout }),
+      send: (args, _key, abortSignal) => sentinel.sendCommand(false, args, { abortSignal }),
       sSubscribe: (channel, listener, buffers) => sentinel.sSubscribe(channel, listener, buffers),
       sUnsubscribe: (channel) => sentinel.sUnsubscribe(channel),
       watch: (changed) => watchClient(sentinel, changed),
@@ -138,7 +154,7 @@ function createBackend(url: string, clientOptions: Record<string, unknown>): Bac
     close: async () => {
       await cluster.close();
     },
-    send: (args, key, timeout) => cluster.sendCommand(key, false, args, { timeout }),
+    send: (args, key, abortSignal) => cluster.sendCommand(key, false, args, { abortSignal }),
     sSubscribe: (channel, listener, buffers) => cluster.sSubscribe(channel, listener, buffers),
     sUnsubscribe: (channel) => cluster.sUnsubscribe(channel),
     watch: (changed) => watchClient(cluster, changed),
@@ -193,7 +209,7 @@ export class RedisLink extends EventEmitter {
     try {
       await this.backend.connect();
     } catch (err) {
-      throw this.translate(err);
+      throw new MeshError('unavailable', `cannot connect to Redis at ${redact(this.options.url)}: ${describeError(err)}`, { cause: err });
     }
     this.updateState();
   }
@@ -205,15 +221,33 @@ export class RedisLink extends EventEmitter {
   }
 
   /**
-   * Runs one command; rejects with `unavailable` when Redis cannot answer.
-   * `routeKey` picks the shard on Redis Cluster (a key the command touches).
+   * Runs one command. Rejects with `unavailable` when it never reached Redis,
+   * with `maybe_stored` when a write reached Redis but its answer did not
+   * come back, and otherwise as {@link translateRedisError} maps Redis's
+   * error reply. `routeKey` picks the shard on Redis Cluster (a key the
+   * command touches).
    */
   async command<T = unknown>(args: Array<string | number>, routeKey?: string): Promise<T> {
-    if (!this.backend.ready) throw this.unavailable();
+    const key = routeKey ?? keyOf(args);
+    const command: CommandInfo = { name: String(args[0]).toUpperCase(), key, timeoutMs: this.timeoutMs };
+    if (!this.backend.ready) throw unreachable(command);
+    const withdraw = new AbortController();
+    const sent = this.backend.send(args.map(String), key, withdraw.signal);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // A command still queued in node-redis is withdrawn: `sent` rejects with AbortError in this turn's
+        // microtasks, before the setImmediate below. A written one ignores the abort: its fate is unknown.
+        withdraw.abort();
+        setImmediate(() => reject(new NoAnswerError()));
+      }, this.timeoutMs);
+    });
     try {
-      return (await this.backend.send(args.map(String), routeKey ?? keyOf(args), this.timeoutMs)) as T;
+      return (await Promise.race([sent, deadline])) as T;
     } catch (err) {
-      throw this.translate(err);
+      throw translateRedisError(err, command);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -223,7 +257,7 @@ export class RedisLink extends EventEmitter {
     try {
       return await this.command<T>(['EVALSHA', script.sha, ...tail], keys[0]);
     } catch (err) {
-      if (!(err instanceof MeshError) || !/NOSCRIPT/.test(err.message)) throw err;
+      if (!(err instanceof MeshError && err.cause instanceof ErrorReply && err.cause.message.startsWith('NOSCRIPT'))) throw err;
       return this.command<T>(['EVAL', script.source, ...tail], keys[0]);
     }
   }
@@ -238,7 +272,7 @@ export class RedisLink extends EventEmitter {
     try {
       await this.backend.sSubscribe(channel, listener, buffers);
     } catch (err) {
-      throw this.translate(err);
+      throw translateRedisError(err, { name: 'SSUBSCRIBE', key: channel, timeoutMs: this.timeoutMs });
     }
   }
 
@@ -248,7 +282,7 @@ export class RedisLink extends EventEmitter {
     try {
       await this.backend.sUnsubscribe(channel);
     } catch (err) {
-      throw this.translate(err);
+      throw translateRedisError(err, { name: 'SUNSUBSCRIBE', key: channel, timeoutMs: this.timeoutMs });
     }
   }
 
@@ -261,8 +295,8 @@ export class RedisLink extends EventEmitter {
       sSubscribe: () => Promise.resolve(),
       sUnsubscribe: () => Promise.resolve(),
       sPublish: (channel: string, payload: string | Buffer) =>
-        this.backend.send(['SPUBLISH', channel, payload as string], channel, this.timeoutMs),
-      sendCommand: (args: string[]) => this.backend.send(args, args[2], this.timeoutMs),
+        this.backend.send(['SPUBLISH', channel, payload as string], channel, AbortSignal.timeout(this.timeoutMs)),
+      sendCommand: (args: string[]) => this.backend.send(args, args[2], AbortSignal.timeout(this.timeoutMs)),
     };
     // The adapter does not catch subscription failures: go through subscribe(), which never rejects while
     // Redis is down and subscribes again after a reconnect.
@@ -304,24 +338,6 @@ export class RedisLink extends EventEmitter {
       }
     }
   }
-
-  private unavailable(cause?: unknown): MeshError {
-    return new MeshError('unavailable', 'Redis is unreachable; nothing was stored, retry later', { cause });
-  }
-
-  private translate(err: unknown): MeshError {
-    if (err instanceof MeshError) return err;
-    const message = err instanceof Error ? err.message : String(err);
-    const name = err instanceof Error ? err.name : '';
-    if (/Timeout|ClientClosed|ClientOffline|SocketClosed|ConnectionTimeout|ECONNREFUSED|ECONNRESET/i.test(`${name} ${message}`) || !this.backend.ready) {
-      return this.unavailable(err);
-    }
-    if (/^NOGROUP|NOSCRIPT|BUSYGROUP/.test(message)) return new MeshError('internal', message, { cause: err });
-    if (/^(LOADING|MASTERDOWN|READONLY|CLUSTERDOWN|TRYAGAIN)/.test(message)) return this.unavailable(err);
-    if (/^MESHMQ_NOT_FOUND /.test(message)) return new MeshError('not_found', message.replace(/^MESHMQ_NOT_FOUND /, ''));
-    if (/^MESHMQ_LIMIT /.test(message)) return new MeshError('limit_exceeded', message.replace(/^MESHMQ_LIMIT /, ''));
-    return new MeshError('internal', `Redis: ${message}`, { cause: err });
-  }
 }
 
 /** Commands whose first argument after the name is a key, for routing on Redis Cluster. */
@@ -330,4 +346,119 @@ function keyOf(args: Array<string | number>): string | undefined {
   if (['XRANGE', 'HMGET', 'SADD', 'SMEMBERS', 'SET', 'HSET', 'HGETALL', 'HDEL', 'DEL', 'GET'].includes(name)) return String(args[1]);
   if (name === 'XINFO' || name === 'XGROUP') return String(args[2]);
   return undefined;
+}
+
+/** A command as error messages name it. */
+interface CommandInfo {
+  /** Upper-case command name. */
+  name: string;
+  /** The key it touches, when known. */
+  key: string | undefined;
+  timeoutMs: number;
+}
+
+/** The command deadline passed after the command was written: Redis may or may not have run it. */
+class NoAnswerError extends Error {
+  constructor() {
+    super('no answer before the deadline');
+  }
+}
+
+/** Commands that change nothing: when their answer is lost, nothing was stored either. */
+const READ_ONLY = new Set(['GET', 'HGET', 'HGETALL', 'HMGET', 'SMEMBERS', 'SCARD', 'XRANGE', 'XREVRANGE', 'XLEN', 'XINFO', 'XPENDING', 'EXISTS', 'TYPE', 'SCAN', 'INFO', 'CONFIG', 'PING', 'SSUBSCRIBE', 'SUNSUBSCRIBE']);
+
+/**
+ * Error replies that mean Redis refused the command without running it, by
+ * their first word, with what to tell the caller. Each maps to `unavailable`:
+ * nothing was stored, and the same request may succeed later.
+ */
+const REFUSALS: Record<string, string> = {
+  OOM: 'Redis is out of memory (maxmemory reached) and refuses writes',
+  BUSY: 'Redis is busy running a long script and answers nothing else until it ends',
+  MISCONF: 'Redis refuses writes because it cannot persist to disk (stop-writes-on-bgsave-error)',
+  NOREPLICAS: 'Redis refuses writes because too few replicas are connected (min-replicas-to-write)',
+  LOADING: 'Redis is loading its dataset into memory',
+  MASTERDOWN: "the Redis replica lost its link to the primary and does not serve stale data",
+  READONLY: 'the Redis server is a read-only replica (a failover is under way)',
+  CLUSTERDOWN: 'the Redis Cluster is down',
+  TRYAGAIN: 'the Redis Cluster is moving the keys of this command',
+  NOAUTH: "Redis refused the node's credentials (check the REDIS_URL user and password)",
+  WRONGPASS: "Redis refused the node's credentials (check the REDIS_URL user and password)",
+  NOPERM: "the node's Redis user lacks a permission it needs (check its ACL)",
+};
+
+/** The error reply raised by the MeshMQ scripts for a group or pending entry that is not there. */
+const NOT_FOUND_REPLY = 'MESHMQ_NOT_FOUND ';
+/** The error reply raised by the MeshMQ scripts for something past a configured limit. */
+const LIMIT_REPLY = 'MESHMQ_LIMIT ';
+
+function label(command: CommandInfo): string {
+  return command.key === undefined ? command.name : `${command.name} on '${command.key}'`;
+}
+
+function unreachable(command: CommandInfo, cause?: unknown): MeshError {
+  const why = cause === undefined ? '' : ` (${describeError(cause)})`;
+  return new MeshError('unavailable', `Redis is unreachable${why}; ${label(command)} was not sent, nothing was stored, retry later`, { cause });
+}
+
+/**
+ * Maps whatever a node-redis command rejected with to a MeshError whose
+ * message names the command and says what happened:
+ *
+ * - the command never reached Redis (the client was offline or closed, or
+ *   the deadline withdrew it from the write queue): `unavailable`;
+ * - Redis refused it without running it (OOM, BUSY, MISCONF, READONLY, ...):
+ *   `unavailable`;
+ * - a write was sent but its answer never came (deadline, or the connection
+ *   dropped): `maybe_stored`; for a read, `unavailable`;
+ * - a MeshMQ script's not-found reply: `not_found`;
+ * - any other error reply: `internal`, with Redis's text.
+ *
+ * With disableOfflineQueue, node-redis fails written and unwritten commands
+ * alike with the socket's error when a connection drops; such a failure is
+ * treated as "sent", the answer that is never wrong.
+ */
+function translateRedisError(err: unknown, command: CommandInfo): MeshError {
+  if (err instanceof MeshError) return err;
+  const text = describeError(err);
+  const refusal = REFUSALS[text.split(' ', 1)[0]!];
+  if (refusal !== undefined) {
+    return new MeshError('unavailable', `${refusal}: it refused ${label(command)} (${text}); nothing was stored, retry later`, { cause: err });
+  }
+  if (err instanceof ErrorReply) {
+    if (text.startsWith(NOT_FOUND_REPLY)) return new MeshError('not_found', text.slice(NOT_FOUND_REPLY.length), { cause: err });
+    if (text.startsWith(LIMIT_REPLY)) return new MeshError('limit_exceeded', text.slice(LIMIT_REPLY.length), { cause: err });
+    return new MeshError('internal', `Redis answered ${label(command)} with an error: ${text}`, { cause: err });
+  }
+  if (
+    err instanceof ClientOfflineError ||
+    err instanceof ClientClosedError ||
+    err instanceof ConnectionTimeoutError ||
+    err instanceof RootNodesUnavailableError
+  ) {
+    return unreachable(command, err);
+  }
+  if (err instanceof AbortError || err instanceof CommandTimeoutDuringMaintenanceError) {
+    return new MeshError(
+      'unavailable',
+      `Redis did not take ${label(command)} within ${command.timeoutMs} ms (its connection is backed up); it was not sent, nothing was stored, retry later`,
+      { cause: err },
+    );
+  }
+  const noAnswer = err instanceof NoAnswerError;
+  if (READ_ONLY.has(command.name)) {
+    const lost = noAnswer ? `Redis did not answer ${label(command)} within ${command.timeoutMs} ms` : `the connection to Redis failed (${text}) before it answered ${label(command)}`;
+    return new MeshError('unavailable', `${lost}; nothing was stored, retry later`, { cause: err });
+  }
+  const lost = noAnswer ? `Redis did not answer it within ${command.timeoutMs} ms` : `the connection to Redis failed (${text}) before the answer came`;
+  return new MeshError(
+    'maybe_stored',
+    `${label(command)} was sent but ${lost}: it may have been stored; send the request again with the same idempotency key to find out`,
+    { cause: err },
+  );
+}
+
+/** The URL without its password, for messages. */
+function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
 }

@@ -1,9 +1,10 @@
+import { isErrorCode, type ApiErrorBody, type ErrorCode } from '@meshmq/shared';
 import { auth } from './auth.svelte.js';
 
 /** An error answered by the node (`{error: {code, message}}`) or a failure to reach it. */
 export class ApiError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: ErrorCode,
     message: string,
     readonly status = 0,
   ) {
@@ -19,8 +20,8 @@ export function errorText(err: unknown): string {
   return String(err);
 }
 
-export function errorCode(err: unknown): string | undefined {
-  if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;
+export function errorCode(err: unknown): ErrorCode | undefined {
+  if (err && typeof err === 'object' && 'code' in err && isErrorCode(err.code)) return err.code;
   return undefined;
 }
 
@@ -46,8 +47,8 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
     throw new ApiError('internal', `the node answered ${res.status} without JSON`, res.status);
   }
   if (!res.ok) {
-    const error = (parsed as { error?: { code?: string; message?: string } }).error;
-    const code = error?.code ?? 'internal';
+    const error = (parsed as Partial<ApiErrorBody> | null)?.error;
+    const code = isErrorCode(error?.code) ? error.code : 'internal';
     const message = error?.message ?? `HTTP ${res.status}`;
     if (code === 'unauthorized') {
       auth.required = true;
