@@ -101,11 +101,15 @@ describe('a cluster of three nodes over Redis', () => {
     const topic = uniqueTopic();
     const subs = [await connect(nodes[1]!), await connect(nodes[2]!), await connect(nodes[2]!)];
     for (const sub of subs) await sub.ok({ op: 'subscribe', topic });
-    const all = (await (await fetch(`${nodes[0]!.url}/api/cluster/stats`)).json()) as {
+    // Subscribing does not create a topic; a publish does.
+    await subs[0]!.ok({ op: 'publish', topic, data: 1 });
+    const res = await fetch(`${nodes[0]!.url}/api/cluster/stats`);
+    const all = (await res.json()) as {
       nodes: Array<{ node: string }>;
       missing: string[];
       totals: { subscribers: Record<string, number> };
     };
+    expect(res.status, JSON.stringify(all)).toBe(200);
     expect(all.nodes.map((n) => n.node).sort()).toEqual(['a', 'b', 'c']);
     expect(all.missing).toEqual([]);
     expect(all.totals.subscribers[topic]).toBe(3);

@@ -76,10 +76,16 @@ export class Gate {
     throw new MeshError('forbidden', `host '${host}' is not a name of this node; add it to --allowed-hosts`);
   }
 
-  /** Refuses a browser request from a page of another origin. */
+  /**
+   * Refuses a browser request from a page of another origin. A page served
+   * by the very host and port the request names (its Host) is this node's own,
+   * whatever name or proxy it was reached by; the Host check keeps foreign
+   * names (DNS rebinding) out.
+   */
   checkOrigin(req: IncomingMessage): void {
     const origin = req.headers.origin;
     if (origin === undefined || this.originAllowed(origin)) return;
+    if (sameHost(origin, req.headers.host)) return;
     throw new MeshError('forbidden', `origin '${origin}' is not allowed; add it to --allowed-origins`);
   }
 
@@ -154,6 +160,16 @@ export function normalizeOrigin(origin: string): string | undefined {
     return url.origin;
   } catch {
     return undefined;
+  }
+}
+
+/** True when `origin` names the host and port of the Host header. */
+function sameHost(origin: string, hostHeader: string | undefined): boolean {
+  if (hostHeader === undefined) return false;
+  try {
+    return new URL(origin).host === new URL(`http://${hostHeader}`).host;
+  } catch {
+    return false;
   }
 }
 
