@@ -23,11 +23,39 @@ export class RawClient {
     });
   }
 
-  static connect(url: string): Promise<RawClient> {
+  static connect(url: string, options?: WebSocket.ClientOptions): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url);
+      const ws = new WebSocket(url, options);
       ws.once('open', () => resolve(new RawClient(ws)));
       ws.once('error', reject);
+    });
+  }
+
+  /**
+   * Tries a WebSocket handshake that the node should refuse: resolves with
+   * the HTTP status and JSON body it answered instead of upgrading.
+   */
+  static refusal(url: string, options?: WebSocket.ClientOptions): Promise<{ status: number; body: { error?: { code: string; message: string } } }> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, options);
+      ws.once('open', () => {
+        ws.terminate();
+        reject(new Error(`the handshake to ${url} was accepted`));
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        res.on('end', () => {
+          let body = {};
+          try {
+            body = JSON.parse(text) as object;
+          } catch {
+            // not JSON: left empty, the assertion on it fails
+          }
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+      });
+      ws.once('error', (err) => reject(err));
     });
   }
 

@@ -1,4 +1,4 @@
-import { io, type Socket } from 'socket.io-client';
+import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client';
 import { messagesOf, waitForCount, type Frame } from './frames.js';
 
 /**
@@ -14,9 +14,9 @@ export class SioClient {
     socket.on('message', (frame: Frame) => this.frames.push(frame));
   }
 
-  static connect(url: string): Promise<SioClient> {
+  static connect(url: string, options: Partial<ManagerOptions & SocketOptions> = {}): Promise<SioClient> {
     return new Promise((resolve, reject) => {
-      const socket = io(url, { transports: ['websocket'], reconnection: false, forceNew: true });
+      const socket = io(url, { transports: ['websocket'], reconnection: false, forceNew: true, ...options });
       socket.once('connect', () => resolve(new SioClient(socket)));
       socket.once('connect_error', reject);
     });
