@@ -4,7 +4,7 @@ export { Broker, type BrokerOptions, type BrokerStats } from './core/broker.js';
 export { EmbeddedEngine, type EmbeddedEngineOptions } from './engine/embedded-engine.js';
 export { RedisEngine, type RedisEngineOptions } from './engine/redis-engine.js';
 export type * from './engine/engine.js';
-export { Permissions, TopicPattern, MAX_PATTERN_LENGTH, MAX_PATTERNS_PER_LIST, type Action, type PermissionClaim } from './auth/permissions.js';
+export { Permissions, TopicPattern, MAX_PATTERN_LENGTH, MAX_PATTERNS_PER_LIST, type Action, type PermissionClaim } from '@meshmq/shared';
 export {
   TokenVerifier,
   DEFAULT_CLOCK_TOLERANCE_SEC,

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { DEFAULTS, LIMITS } from './defaults.js';
 import { MeshError } from './errors.js';
 import { isReadableTopicName, isValidGroupName } from './names.js';
+import type { PermissionClaim } from './permissions.js';
 
 /**
  * Schemas for every frame a client may send. This is the one place inbound
@@ -256,13 +257,6 @@ export type ServerFrame = OkFrame | ErrorFrame | MessageFrame | MoveFrame | Rese
 
 // ---- Results of each request (the fields of its ok frame) ----------------------
 
-/** Topic patterns a token grants per action (docs/security.md); `admin` grants everything. */
-export interface PermissionSet {
-  publish: string[];
-  subscribe: string[];
-  consume: string[];
-  admin: boolean;
-}
 
 /** Who the connection acts as. */
 export interface AuthInfo {
@@ -270,7 +264,7 @@ export interface AuthInfo {
   sub: string | null;
   /** When the token expires (ms since the Unix epoch); null when it does not. */
   expiresAt: number | null;
-  permissions: PermissionSet;
+  permissions: PermissionClaim;
 }
 
 /** Limits of the node that a client should respect (docs/security.md). */
@@ -298,7 +292,7 @@ export interface HelloResult {
 export interface AuthResult {
   sub: string;
   expiresAt: number | null;
-  permissions: PermissionSet;
+  permissions: PermissionClaim;
 }
 
 export interface PublishResult {

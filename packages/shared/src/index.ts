@@ -3,3 +3,4 @@ export * from './names.js';
 export * from './defaults.js';
 export * from './frames.js';
 export * from './admin.js';
+export * from './permissions.js';

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { MeshError } from '@meshmq/shared';
 import { SignJWT } from 'jose';
 import { loadConfig, parseDuration } from '../config.js';
-import { Permissions, type PermissionClaim } from './permissions.js';
+import { Permissions, type PermissionClaim } from '@meshmq/shared';
 import { MAX_SUB_LENGTH, secretBytesOf } from './token-verifier.js';
 
 /** Lifetime of a minted token unless --ttl says otherwise. */

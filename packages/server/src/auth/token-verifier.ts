@@ -16,7 +16,7 @@ import {
   type JWTVerifyOptions,
   type JWTVerifyResult,
 } from 'jose';
-import { Permissions } from './permissions.js';
+import { Permissions } from '@meshmq/shared';
 
 export interface AuthOptions {
   /** HS256 shared secret, at least MIN_SECRET_BYTES bytes of UTF-8. */

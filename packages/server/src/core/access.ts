@@ -1,31 +1,18 @@
-import { MeshError, type PermissionSet } from '@meshmq/shared';
+import { MeshError, Permissions, type Action } from '@meshmq/shared';
 
-/** What a permission is needed for (docs/security.md). */
-export type Action = 'publish' | 'subscribe' | 'consume' | 'admin';
-
-/** A principal's permissions: which actions it may take on which topics. */
-export interface Grants {
-  can(action: Action, topic?: string): boolean;
-  toJSON(): PermissionSet;
-}
+export type { Action };
 
 /** Who a connection or an admin API request acts as. */
 export interface Principal {
   /** The token's subject; null for anonymous access on a node without authentication. */
   readonly sub: string | null;
-  readonly grants: Grants;
+  readonly grants: Permissions;
   /** When the token expires (ms since the Unix epoch); null when it does not. */
   readonly expiresAt: number | null;
 }
 
-const EVERYTHING: PermissionSet = { publish: ['>'], subscribe: ['>'], consume: ['>'], admin: true };
-
 /** A node without authentication (loopback, or --insecure): everything is allowed. */
-export const ANONYMOUS: Principal = Object.freeze({
-  sub: null,
-  expiresAt: null,
-  grants: { can: () => true, toJSON: () => ({ ...EVERYTHING }) },
-});
+export const ANONYMOUS: Principal = Object.freeze({ sub: null, expiresAt: null, grants: Permissions.ALL });
 
 /** How a denial names what was asked, by action. */
 const VERB: Record<Action, string> = {

@@ -1,6 +1,8 @@
 /**
  * What a token holder may do: the `mq` claim of an access token, compiled
- * into topic patterns that are matched on every publish and subscribe.
+ * into topic patterns that are matched on every publish and subscribe. The
+ * node authorises with it; clients (the console) use it to show what a
+ * token allows.
  *
  * Pattern rules:
  * - A pattern is `.`-separated segments; an exact name matches itself.
@@ -16,13 +18,14 @@
  *   `$dlq.>`. A leading wildcard never matches them, so `>` and `*.orders`
  *   grant no dead-letter topic: reading one is a deliberate grant.
  */
-import { DEAD_LETTER_PREFIX, MeshError } from '@meshmq/shared';
 import { z } from 'zod';
+import { MeshError } from './errors.js';
+import { DEAD_LETTER_PREFIX } from './names.js';
 
 export type Action = 'publish' | 'subscribe' | 'consume' | 'admin';
 type TopicAction = Exclude<Action, 'admin'>;
 
-/** The `mq` claim as carried by a token, every field present. */
+/** The `mq` claim as carried by a token, every field present (what hello's `auth.permissions` holds). */
 export interface PermissionClaim {
   publish: string[];
   subscribe: string[];
