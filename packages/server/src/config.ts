@@ -27,6 +27,8 @@ export interface NodeConfig {
   topics: TopicRule[];
   retentionSweepMs: number;
   logLevel: string;
+  /** Client transports served: plain WebSocket (`ws`) and Socket.IO (`socket.io`). */
+  transports: Transport[];
   /** Start even when binding beyond loopback with no authentication key (everyone may do everything). */
   insecure: boolean;
   /** Origins whose pages may connect and call the admin API besides the node's own; `*` for any. */
@@ -134,6 +136,17 @@ function parseHostList(value: string): string[] {
     });
 }
 
+export type Transport = 'ws' | 'socket.io';
+
+function parseTransports(value: string): Transport[] {
+  const names = [...new Set(value.split(',').map((part) => part.trim()).filter((part) => part !== ''))];
+  if (names.length === 0) throw new MeshError('bad_request', 'transports: name at least one of ws, socket.io');
+  for (const name of names) {
+    if (name !== 'ws' && name !== 'socket.io') throw new MeshError('bad_request', `transports: '${name}' is not ws or socket.io`);
+  }
+  return names as Transport[];
+}
+
 /** Default --max-topics. */
 export const DEFAULT_MAX_TOPICS = 100_000;
 
@@ -195,6 +208,7 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'retention-age', env: 'RETENTION_AGE', key: 'retention', help: 'age after which messages are removed (default 7d)', parse: duration('retention-age') },
   { flag: 'retention-sweep', env: 'RETENTION_SWEEP', key: 'retentionSweepMs', help: 'how often age retention runs (default 10s)', parse: duration('retention-sweep') },
   { flag: 'log-level', env: 'LOG_LEVEL', key: 'logLevel', help: 'fatal, error, warn, info, debug or trace (default info)', parse: String },
+  { flag: 'transports', env: 'TRANSPORTS', key: 'transports', help: 'client transports to serve: ws, socket.io or both, comma-separated (default ws,socket.io)', parse: parseTransports },
   { flag: 'insecure', env: 'INSECURE', key: 'insecure', boolean: true, help: 'start without authentication although bound beyond loopback (anyone may do anything; logged at every start)', parse: parseBoolean('insecure') },
   { flag: 'allowed-origins', env: 'ALLOWED_ORIGINS', key: 'allowedOrigins', help: "comma-separated origins whose pages may connect, besides the node's own; * for any (default none)", parse: parseOrigins },
   { flag: 'allowed-hosts', env: 'ALLOWED_HOSTS', key: 'allowedHosts', help: "comma-separated host names requests may use besides localhost, addresses and the public URL's (default none)", parse: parseHostList },
@@ -254,6 +268,7 @@ function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
     topics: [],
     retentionSweepMs: 10_000,
     logLevel: 'info',
+    transports: ['ws', 'socket.io'],
     insecure: false,
     allowedOrigins: [],
     allowedHosts: [],

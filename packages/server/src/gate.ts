@@ -1,7 +1,9 @@
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
-import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { MeshError } from '@meshmq/shared';
 import { ANONYMOUS, type Principal } from './core/access.js';
+import { HTTP_STATUS } from './http-handler.js';
 
 /** Admission limits of a node (docs/security.md); each is a node option with this default. */
 export interface AdmissionLimits {
@@ -180,4 +182,25 @@ function hostnameOf(hostHeader: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** True for an address that only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/**
+ * Refuses an upgrade before any WebSocket exists: an HTTP status with the
+ * error as JSON, then the socket is closed.
+ */
+export function refuseUpgrade(socket: Duplex, err: unknown): void {
+  const error = MeshError.from(err);
+  const status = HTTP_STATUS[error.code];
+  const body = JSON.stringify({ error: { code: error.code, message: error.message } });
+  const auth = error.code === 'unauthorized' ? 'WWW-Authenticate: Bearer\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${auth}Connection: close\r\n\r\n${body}`,
+  );
+  // A client that does not read the answer does not keep the socket.
+  setTimeout(() => socket.destroy(), 1000).unref();
 }

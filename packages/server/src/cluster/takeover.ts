@@ -1,5 +1,9 @@
 import type { Logger } from 'pino';
-import type { RedisEngine } from '../engine/redis-engine.js';
+import type { Engine } from '../engine/engine.js';
+import type { RedisLink } from '../engine/redis-link.js';
+
+/** How long one node's claim to take over a departed node's leases keeps the others from repeating the scan. */
+const CLAIM_MS = 30_000;
 
 /**
  * Consumer names start with the node id and a slash (`<node>/<session>/<group>`),
@@ -10,22 +14,12 @@ import type { RedisEngine } from '../engine/redis-engine.js';
  * Idempotent and safe to run from several nodes at once; `claimKey` makes
  * sure normally only one does the scan.
  */
-export async function takeOverLeases(
-  engine: RedisEngine,
-  nodeId: string,
-  logger: Logger,
-  claimKey?: string,
-): Promise<number> {
+export async function takeOverLeases(engine: Engine, link: RedisLink, nodeId: string, logger: Logger, claimKey?: string): Promise<number> {
   if (claimKey) {
-    const won = await engine.link.command(['SET', claimKey, '1', 'NX', 'PX', 30_000]);
+    const won = await link.command(['SET', claimKey, '1', 'NX', 'PX', CLAIM_MS]);
     if (won === null) return 0;
   }
-  let released = 0;
-  for (const topic of await engine.listTopics()) {
-    for (const group of await engine.listGroups(topic.topic)) {
-      released += await engine.releaseByPrefix(topic.topic, group.group, `${nodeId}/`);
-    }
-  }
+  const released = await engine.releaseConsumers(`${nodeId}/`);
   if (released > 0) logger.info({ node: nodeId, released }, 'took over the leases of a departed node');
   return released;
 }

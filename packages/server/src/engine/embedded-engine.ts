@@ -5,6 +5,7 @@ import type {
   ClaimResult,
   DeadLetter,
   EngineCommonOptions,
+  EngineHealth,
   EpochStart,
   Engine,
   GroupDelivery,
@@ -142,6 +143,10 @@ export class EmbeddedEngine implements Engine {
     this.listeners.clear();
     await this.root?.flushed;
     await this.root?.close();
+  }
+
+  health(): EngineHealth {
+    return { state: this.closed ? 'down' : 'up' };
   }
 
   onMessage(listener: MessageListener): () => void {
@@ -531,11 +536,21 @@ export class EmbeddedEngine implements Engine {
 
   async release(topic: string, group: string, consumer: string): Promise<number> {
     const state = this.groups.get(groupKey(topic, group));
-    if (!state) return 0;
+    return state ? this.releaseWhere(state, (c) => c === consumer) : 0;
+  }
+
+  async releaseConsumers(prefix: string): Promise<number> {
+    let released = 0;
+    for (const state of this.groups.values()) released += await this.releaseWhere(state, (c) => c.startsWith(prefix));
+    return released;
+  }
+
+  private async releaseWhere(state: GroupState, held: (consumer: string) => boolean): Promise<number> {
+    const { topic, group } = state;
     const now = this.now();
     const released: PendingEntry[] = [];
     for (const entry of state.pending.values()) {
-      if (entry.consumer !== consumer) continue;
+      if (entry.consumer === null || !held(entry.consumer)) continue;
       entry.consumer = null;
       entry.deadline = now;
       released.push(entry);

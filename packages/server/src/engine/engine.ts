@@ -152,6 +152,12 @@ export interface ClaimResult {
   nextDueAt?: number;
 }
 
+/** What `/readyz` reports of the storage. */
+export interface EngineHealth {
+  /** `up` when the engine can store and read; `connecting` before it first could; `down` when it cannot now. */
+  state: 'up' | 'connecting' | 'down';
+}
+
 export type MessageListener = (message: StoredMessage) => void;
 /** Leases of `group` became deliverable (released or nacked, possibly by another node). */
 export type WakeListener = (topic: string, group: string) => void;
@@ -162,6 +168,8 @@ export interface Engine {
 
   open(): Promise<void>;
   close(): Promise<void>;
+  /** Whether the engine can serve right now (read by `/readyz`). */
+  health(): EngineHealth;
 
   /** `json`, when given, is `data` already encoded (the caller measured it), so it is not encoded twice. */
   publish(topic: string, data: unknown, options?: PublishOptions): Promise<PublishOutcome>;
@@ -230,5 +238,11 @@ export interface Engine {
   nack(topic: string, group: string, offset: number, delayMs: number, options: SettleOptions): Promise<number>;
   /** Makes every delivery leased to `consumer` deliverable now; returns how many. */
   release(topic: string, group: string, consumer: string): Promise<number>;
+  /**
+   * Makes every delivery leased to a consumer whose name starts with
+   * `prefix`, in every group of every topic, deliverable now (the leases of
+   * a node that is gone); returns how many.
+   */
+  releaseConsumers(prefix: string): Promise<number>;
   deleteGroup(topic: string, group: string): Promise<void>;
 }

@@ -4,6 +4,7 @@ import type {
   ClaimResult,
   Engine,
   EngineCommonOptions,
+  EngineHealth,
   GroupInfo,
   GroupOptions,
   GroupSettings,
@@ -33,7 +34,12 @@ import {
   TRIM,
 } from './redis-scripts.js';
 
-export interface RedisEngineOptions extends RedisLinkOptions, EngineCommonOptions {
+export interface RedisEngineOptions extends Partial<RedisLinkOptions>, EngineCommonOptions {
+  /**
+   * The connection to use, owned by its creator (the cluster, which shares it
+   * with membership). Without one the engine opens and closes its own to `url`.
+   */
+  link?: RedisLink;
   /** Prefix of every key and channel. Default `mq:`. */
   keyPrefix?: string;
   /**
@@ -83,6 +89,7 @@ function fieldsOf(flat: string[]): Record<string, string> {
 export class RedisEngine implements Engine {
   readonly kind = 'redis';
   readonly link: RedisLink;
+  private readonly ownsLink: boolean;
   private readonly prefix: string;
   private readonly retention: (topic: string) => RetentionPolicy;
   private readonly dedupeWindowMs: number;
@@ -98,7 +105,14 @@ export class RedisEngine implements Engine {
   private readonly seen = new Map<string, { epoch: string; last: number }>();
 
   constructor(private readonly options: RedisEngineOptions) {
-    this.link = new RedisLink(options);
+    if (options.link) {
+      this.link = options.link;
+      this.ownsLink = false;
+    } else {
+      if (options.url === undefined) throw new MeshError('bad_request', 'RedisEngine needs a link or a url');
+      this.link = new RedisLink({ ...options, url: options.url });
+      this.ownsLink = true;
+    }
     this.prefix = options.keyPrefix ?? 'mq:';
     this.retention = options.retention ?? (() => DEFAULT_RETENTION);
     this.dedupeWindowMs = options.dedupeWindowMs ?? DEFAULTS.dedupeWindowMs;
@@ -109,13 +123,17 @@ export class RedisEngine implements Engine {
   }
 
   async open(): Promise<void> {
-    await this.link.connect();
+    if (this.ownsLink) await this.link.connect();
   }
 
   async close(): Promise<void> {
     this.listeners.clear();
     this.watched.clear();
-    await this.link.close();
+    if (this.ownsLink) await this.link.close();
+  }
+
+  health(): EngineHealth {
+    return { state: this.link.state };
   }
 
   onMessage(listener: MessageListener): () => void {
@@ -523,10 +541,15 @@ export class RedisEngine implements Engine {
     return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, consumer, this.now(), 'exact', k.live]));
   }
 
-  /** Hands back every lease held by consumers whose name starts with `prefix` (a dead node's). */
-  async releaseByPrefix(topic: string, group: string, prefix: string): Promise<number> {
-    const k = this.groupKeys(topic, group);
-    return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, prefix, this.now(), 'prefix', k.live]));
+  async releaseConsumers(prefix: string): Promise<number> {
+    let released = 0;
+    for (const topic of await this.listTopics()) {
+      for (const group of await this.listGroups(topic.topic)) {
+        const k = this.groupKeys(topic.topic, group.group);
+        released += Number(await this.link.eval(RELEASE, [k.log, k.leases], [group.group, prefix, this.now(), 'prefix', k.live]));
+      }
+    }
+    return released;
   }
 
   async deleteGroup(topic: string, group: string): Promise<void> {

@@ -287,29 +287,12 @@ export class RedisLink extends EventEmitter {
   }
 
   /**
-   * Publisher and subscriber objects for @socket.io/redis-adapter's sharded
-   * adapter, over this link's connections and its fail-fast commands.
+   * Sends a command whose arguments may be Buffers and whose reply the
+   * caller decodes itself (the Socket.IO adapter's binary messages), with
+   * the same deadline as every command. Errors are node-redis's own.
    */
-  adapterClients(): { pub: object; sub: object } {
-    const pub = {
-      sSubscribe: () => Promise.resolve(),
-      sUnsubscribe: () => Promise.resolve(),
-      sPublish: (channel: string, payload: string | Buffer) =>
-        this.backend.send(['SPUBLISH', channel, payload as string], channel, AbortSignal.timeout(this.timeoutMs)),
-      sendCommand: (args: string[]) => this.backend.send(args, args[2], AbortSignal.timeout(this.timeoutMs)),
-    };
-    // The adapter does not catch subscription failures: go through subscribe(), which never rejects while
-    // Redis is down and subscribes again after a reconnect.
-    const sub = {
-      sSubscribe: (channel: string, listener: Listener, buffers?: boolean) =>
-        this.subscribe(channel, listener, buffers ?? false).catch((err) =>
-          this.options.logger?.warn({ err, channel }, 'Socket.IO adapter subscription failed; retried on reconnect'),
-        ),
-      sUnsubscribe: (channel: string) => this.unsubscribe(channel).catch(() => undefined),
-      sPublish: pub.sPublish,
-      sendCommand: pub.sendCommand,
-    };
-    return { pub, sub };
+  sendRaw(args: Array<string | Buffer>, routeKey: string | undefined): Promise<unknown> {
+    return this.backend.send(args as string[], routeKey, AbortSignal.timeout(this.timeoutMs));
   }
 
   private updateState(): void {

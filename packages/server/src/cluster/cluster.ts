@@ -1,0 +1,129 @@
+import type { Logger } from 'pino';
+import type { ClusterStats, NodeActivity, NodeRecord } from '@meshmq/shared';
+import type { ServerOptions } from 'socket.io';
+import type { Engine } from '../engine/engine.js';
+import { RedisLink, type RedisLinkState } from '../engine/redis-link.js';
+import { ClusterActivity } from './activity.js';
+import { Membership } from './membership.js';
+import { describeRedisDurability, type RedisDurability } from './redis-durability.js';
+import { socketIoAdapter } from './socketio-adapter.js';
+import { takeOverLeases } from './takeover.js';
+
+export interface ClusterOptions {
+  /** redis://, redis+sentinel:// or redis+cluster:// */
+  url: string;
+  /** Prefix of every key and channel the cluster uses, shared with the engine. */
+  keyPrefix: string;
+  nodeId: string;
+  /** Replicas each publish waits for (for the durability report). */
+  waitReplicas: number;
+  heartbeatMs: number;
+  downAfterMs: number;
+  logger: Logger;
+}
+
+/** What `/readyz` reports of the cluster. */
+export interface ClusterReport {
+  state: RedisLinkState;
+  /** Null until the node has read Redis's settings. */
+  durability: RedisDurability | null;
+}
+
+/**
+ * A node's part in a cluster over Redis: the Redis link (shared with the
+ * engine), membership with heartbeats, takeover of a departed node's
+ * leases, the durability report, cluster-wide activity, and Socket.IO's
+ * adapter. The node wires it in without knowing which engine runs over it.
+ */
+export class Cluster {
+  readonly link: RedisLink;
+  private readonly membership: Membership<NodeRecord>;
+  private readonly activity: ClusterActivity;
+  private durability: RedisDurability | undefined;
+
+  constructor(
+    private readonly options: ClusterOptions,
+    self: () => NodeRecord,
+    local: () => NodeActivity,
+  ) {
+    this.link = new RedisLink({ url: options.url, logger: options.logger });
+    this.membership = new Membership<NodeRecord>({
+      link: this.link,
+      keyPrefix: options.keyPrefix,
+      self,
+      heartbeatMs: options.heartbeatMs,
+      downAfterMs: options.downAfterMs,
+      logger: options.logger,
+    });
+    this.activity = new ClusterActivity(this.link, `${options.keyPrefix}cluster`, options.nodeId, local, options.logger);
+  }
+
+  /** Connects to Redis; the engine over this link can open after it. */
+  connect(): Promise<void> {
+    return this.link.connect();
+  }
+
+  /**
+   * Joins the cluster: reports what an acknowledged publish survives, hands
+   * back the leases of this node's previous life, starts the heartbeat and
+   * takes over the leases of nodes that go down.
+   */
+  async start(engine: Engine): Promise<void> {
+    const { logger, nodeId, keyPrefix } = this.options;
+    this.durability = await describeRedisDurability(this.link, this.options.waitReplicas);
+    logger[this.durability.survives.hostCrash ? 'info' : 'warn']({ durability: this.durability }, `Redis durability: ${this.durability.summary}`);
+    // Leases held by this node's previous life (same node id) go back to their groups.
+    await takeOverLeases(engine, this.link, nodeId, logger);
+    this.membership.on('down', (record: NodeRecord) => {
+      logger.warn({ node: record.id, url: record.url }, 'node is down; taking over its leases');
+      const claim = `${keyPrefix}takeover:${record.id}:${record.startedAt}`;
+      takeOverLeases(engine, this.link, record.id, logger, claim).catch((err) =>
+        logger.error({ err, node: record.id }, 'taking over the leases of a down node failed'),
+      );
+    });
+    this.membership.on('up', (record: NodeRecord) => logger.info({ node: record.id, url: record.url }, 'node is up'));
+    await this.activity.start();
+    await this.membership.start();
+  }
+
+  /** Every known node, this one first, as last seen. */
+  nodes(): NodeRecord[] {
+    return this.membership.nodes();
+  }
+
+  /** Public URLs of the nodes that are up, this one included. */
+  liveUrls(): string[] {
+    return this.membership.liveUrls();
+  }
+
+  /** Writes a heartbeat now (to announce draining). */
+  beatNow(): Promise<void> {
+    return this.membership.beatNow();
+  }
+
+  /** Activity of every live node that answers in time (see ClusterActivity). */
+  stats(timeoutMs?: number): Promise<ClusterStats> {
+    const live = this.membership.nodes().filter((n) => n.status !== 'down').map((n) => n.id);
+    return this.activity.gather(live, timeoutMs);
+  }
+
+  /** Socket.IO's adapter over this cluster's Redis, so rooms span the nodes. */
+  socketIoAdapter(): ServerOptions['adapter'] {
+    return socketIoAdapter(this.link, `${this.options.keyPrefix}sio`, this.options.logger);
+  }
+
+  report(): ClusterReport {
+    return { state: this.link.state, durability: this.durability ?? null };
+  }
+
+  /** Leaves the cluster (marked down at once); the link stays open for the engine to close. */
+  async leave(): Promise<void> {
+    await this.membership.stop();
+    await this.activity.stop();
+  }
+
+  /** Closes the Redis link; after the engine over it has closed. */
+  close(): Promise<void> {
+    return this.link.close();
+  }
+}
