@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { MeshError } from '@meshmq/shared';
 import { ANONYMOUS, type Principal } from './core/access.js';
-import { HTTP_STATUS } from './http-handler.js';
+import { HTTP_STATUS } from './http-status.js';
 
 /** Admission limits of a node (docs/security.md); each is a node option with this default. */
 export interface AdmissionLimits {

@@ -1,9 +1,10 @@
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { extname, join, normalize, sep } from 'node:path';
-import { MeshError, type ErrorCode } from '@meshmq/shared';
+import { MeshError } from '@meshmq/shared';
 import type { Principal } from './core/access.js';
 import type { Gate } from './gate.js';
+import { HTTP_STATUS } from './http-status.js';
 
 const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -16,20 +17,6 @@ const CONTENT_TYPES: Record<string, string> = {
   '.woff2': 'font/woff2',
 };
 
-/** HTTP status of each error code, for JSON routes. */
-export const HTTP_STATUS: Record<ErrorCode, number> = {
-  bad_request: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  payload_too_large: 413,
-  rate_limited: 429,
-  limit_exceeded: 503,
-  unavailable: 503,
-  // The storage did not answer in time: the gateway-timeout of the storage behind the node.
-  maybe_stored: 504,
-  internal: 500,
-};
 
 /** What a JSON route is handed. */
 export interface RouteContext {

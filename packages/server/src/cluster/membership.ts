@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { RedisLink } from '../engine/redis-link.js';
+import { fieldsOf, type RedisLink } from '../engine/redis-link.js';
 
 /** What membership needs of a node's record; the admin API's NodeRecord carries more. */
 export interface MemberRecord {
@@ -112,8 +112,7 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
     const self = this.options.self();
     await link.command(['SET', this.aliveKey(self.id), String(self.startedAt), 'PX', this.downAfterMs]);
     await link.command(['HSET', this.recordsKey, self.id, JSON.stringify(self)]);
-    const all = await link.command<Record<string, string> | string[]>(['HGETALL', this.recordsKey]);
-    const entries = Array.isArray(all) ? pairs(all) : Object.entries(all);
+    const entries = Object.entries(fieldsOf(await link.command(['HGETALL', this.recordsKey])));
     const ids = entries.map(([id]) => id);
     // One GET per node rather than MGET: on Redis Cluster the keys live in different slots.
     const alive = await Promise.all(ids.map((id) => link.command<string | null>(['GET', this.aliveKey(id)])));
@@ -144,10 +143,4 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
       if (record.status !== 'down' && (!before || before.status === 'down')) this.emit('up', record);
     }
   }
-}
-
-function pairs(flat: string[]): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
-  return out;
 }

@@ -1,4 +1,4 @@
-import type { RedisLink } from '../engine/redis-link.js';
+import { fieldsOf, type RedisLink } from '../engine/redis-link.js';
 
 export interface RedisDurability {
   appendonly: string;
@@ -13,15 +13,6 @@ export interface RedisDurability {
   summary: string;
 }
 
-function pairs(reply: unknown): Record<string, string> {
-  if (Array.isArray(reply)) {
-    const out: Record<string, string> = {};
-    for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
-    return out;
-  }
-  return Object.fromEntries(Object.entries((reply ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
-}
-
 /**
  * Reads Redis's persistence and replication settings and says what an
  * acknowledged publish survives, so that nobody mistakes a Redis without
@@ -30,7 +21,7 @@ function pairs(reply: unknown): Record<string, string> {
 export async function describeRedisDurability(link: RedisLink, waitReplicas: number): Promise<RedisDurability> {
   let config: Record<string, string> = {};
   try {
-    config = pairs(await link.command(['CONFIG', 'GET', '*']));
+    config = fieldsOf(await link.command(['CONFIG', 'GET', '*']));
   } catch {
     // CONFIG may be renamed or forbidden on managed Redis: say we do not know.
   }

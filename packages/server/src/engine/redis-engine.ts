@@ -19,7 +19,7 @@ import type {
   TopicInfo,
 } from './engine.js';
 import { DEFAULT_RETENTION, epochEnd, newEpoch } from './engine.js';
-import { RedisLink, type RedisLinkOptions } from './redis-link.js';
+import { fieldsOf, RedisLink, type RedisLinkOptions } from './redis-link.js';
 import {
   ACK,
   CLAIM,
@@ -69,11 +69,6 @@ function offsetOf(id: string): number {
   return Number(id.slice(0, id.indexOf('-')));
 }
 
-function fieldsOf(flat: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
-  return out;
-}
 
 /**
  * The cluster engine: every node shares one Redis (standalone, Sentinel or
@@ -476,14 +471,14 @@ export class RedisEngine implements Engine {
   }
 
   async listGroups(topic: string): Promise<GroupInfo[]> {
-    let groups: Array<Record<string, unknown>>;
+    let groups: unknown[];
     try {
-      groups = await this.link.command<Array<Record<string, unknown>>>(['XINFO', 'GROUPS', this.keys(topic).log]);
+      groups = await this.link.command<unknown[]>(['XINFO', 'GROUPS', this.keys(topic).log]);
     } catch (err) {
       if (err instanceof MeshError && /no such key/i.test(err.message)) return [];
       throw err;
     }
-    const names = groups.map((g) => String(g.name ?? (g as unknown as unknown[])[1]));
+    const names = groups.map((g) => fieldsOf(g).name!);
     const infos = await Promise.all(names.map((name) => this.groupInfo(topic, name)));
     return infos.filter((i): i is GroupInfo => i !== undefined).sort((a, b) => a.group.localeCompare(b.group));
   }

@@ -323,6 +323,21 @@ export class RedisLink extends EventEmitter {
   }
 }
 
+/**
+ * A field/value reply (HGETALL, CONFIG GET, a stream entry's fields) as a
+ * record of strings, whether Redis sent a flat list (RESP2, stream entries)
+ * or a map (RESP3).
+ */
+export function fieldsOf(reply: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (Array.isArray(reply)) {
+    for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
+  } else if (reply !== null && typeof reply === 'object') {
+    for (const [k, v] of Object.entries(reply)) out[k] = String(v);
+  }
+  return out;
+}
+
 /** Commands whose first argument after the name is a key, for routing on Redis Cluster. */
 function keyOf(args: Array<string | number>): string | undefined {
   const name = String(args[0]).toUpperCase();
