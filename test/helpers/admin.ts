@@ -1,10 +1,10 @@
 import type { GroupInfo, PendingEntry } from '@meshmq/shared';
 
 /**
- * Reads a node's admin API (docs/api.md) for a group's state. Tests use it to
- * check a claim about deliveries against what the broker itself holds (what
- * is pending, leased, delayed, redelivered) instead of waiting a while and
- * seeing that nothing arrived.
+ * Reads a node's admin API (docs/api.md) for the state of a topic or group.
+ * Tests use it to check a claim about deliveries against what the broker
+ * itself holds (subscribers; what is pending, leased, delayed, redelivered)
+ * instead of waiting a while and seeing that nothing arrived.
  */
 
 export type GroupState = GroupInfo & { members: number; ready: number };
@@ -15,6 +15,11 @@ async function getJson<T>(url: string): Promise<T> {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${await res.text()}`);
   return (await res.json()) as T;
+}
+
+/** Subscribers the node counts for `topic` (GET /api/topics/:topic). */
+export async function topicSubscribers(baseUrl: string, topic: string): Promise<number> {
+  return (await getJson<{ topic: { subscribers: number } }>(`${baseUrl}/api/topics/${encodeURIComponent(topic)}`)).topic.subscribers;
 }
 
 /** The group's state as GET /api/topics/:topic reports it; throws when the group does not exist. */
