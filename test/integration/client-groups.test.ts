@@ -6,7 +6,7 @@ import { eventually } from '../helpers/util.js';
 import { range, sleep, waitUntil } from '../helpers/wait.js';
 
 /** Long enough that the message is still held back when the test looks right after the nack. */
-const NACK_DELAY_MS = 2000;
+const NACK_DELAY_MS = 1000;
 
 describe('client: consumer groups', () => {
   let node: NodeProcess;
