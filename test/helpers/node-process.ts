@@ -32,6 +32,25 @@ const START_TIMEOUT_MS = 15_000;
 /** The child exited because its port was taken (EADDRINUSE): a released port someone else grabbed in the meantime. */
 export class PortInUseError extends Error {}
 
+/**
+ * Runs `start` until it does not fail with PortInUseError, at most
+ * PORT_IN_USE_ATTEMPTS times; before each new attempt, `beforeRetry` (by
+ * default: wait PORT_IN_USE_DELAY_MS for the holder to let go).
+ */
+export async function retryWhilePortInUse(
+  start: () => Promise<void>,
+  beforeRetry: () => Promise<unknown> = () => sleep(PORT_IN_USE_DELAY_MS),
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (!(err instanceof PortInUseError) || attempt >= PORT_IN_USE_ATTEMPTS) throw err;
+      await beforeRetry();
+    }
+  }
+}
+
 export interface NodeOptions {
   port?: number;
   dataDir?: string;
@@ -58,7 +77,8 @@ export class NodeProcess {
   static async start(options: NodeOptions = {}): Promise<NodeProcess> {
     const node = new NodeProcess(options.port ?? (await freePort()), options.dataDir ?? tempDir(), options);
     // A port this helper picked can be swapped for another free one; a port the test chose is kept.
-    await node.startRetrying(options.port === undefined ? freePort : undefined);
+    const takeAnotherPort = async () => (node.currentPort = await freePort());
+    await retryWhilePortInUse(() => node.startOnce(), options.port === undefined ? takeAnotherPort : undefined);
     return node;
   }
 
@@ -93,19 +113,7 @@ export class NodeProcess {
    * another process took it meanwhile, it tries again a bounded number of times.
    */
   async start(): Promise<void> {
-    await this.startRetrying();
-  }
-
-  private async startRetrying(otherPort?: () => Promise<number>): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.startOnce();
-      } catch (err) {
-        if (!(err instanceof PortInUseError) || attempt >= PORT_IN_USE_ATTEMPTS) throw err;
-        if (otherPort) this.currentPort = await otherPort();
-        else await sleep(PORT_IN_USE_DELAY_MS);
-      }
-    }
+    await retryWhilePortInUse(() => this.startOnce());
   }
 
   private async startOnce(): Promise<void> {

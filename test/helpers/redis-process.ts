@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { freePort, PORT_IN_USE_ATTEMPTS, PORT_IN_USE_DELAY_MS, PortInUseError, tempDir } from './node-process.js';
+import { freePort, PortInUseError, retryWhilePortInUse, tempDir } from './node-process.js';
 import { sleep } from './util.js';
 
 const START_TIMEOUT_MS = 10_000;
@@ -44,14 +44,7 @@ export class RedisProcess {
    * it meanwhile, it tries again a bounded number of times.
    */
   async start(): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.startOnce();
-      } catch (err) {
-        if (!(err instanceof PortInUseError) || attempt >= PORT_IN_USE_ATTEMPTS) throw err;
-        await sleep(PORT_IN_USE_DELAY_MS);
-      }
-    }
+    await retryWhilePortInUse(() => this.startOnce());
   }
 
   private async startOnce(): Promise<void> {
