@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MeshError, deadLetterTopicOf } from '@meshmq/shared';
 import type { DeadLetter, Engine, RetentionPolicy, StoredMessage, TopicInfo } from '@meshmq/server';
-import { range, uniqueTopic } from '../helpers/util.js';
+import { eventually, range, uniqueTopic } from '../helpers/util.js';
+import { waitUntil } from '../helpers/wait.js';
 
 export interface EngineFactoryOptions {
   retention?: (topic: string) => RetentionPolicy;
@@ -173,16 +174,21 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         const topic = uniqueTopic();
         const seen: StoredMessage[] = [];
         const stop = engine.onMessage((m) => m.topic === topic && seen.push(m));
+        // Stays on to the end: every listener hears each message, so once this one has heard
+        // offset 101, the stopped one would have heard it too.
+        const witness: number[] = [];
+        engine.onMessage((m) => m.topic === topic && witness.push(m.offset));
         await engine.watch(topic);
         const outcomes = await Promise.all(range(1, 100).map((n) => engine.publish(topic, n)));
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await waitUntil(() => witness.includes(100), 'offset 100 to reach the listeners');
         expect(seen.map((m) => m.offset)).toEqual(range(1, 100));
         for (const m of seen) expect(m.data).toBe(m.offset);
         expect(seen[0]!.epoch).toBe(outcomes[0]!.epoch);
         stop();
         await engine.publish(topic, 101);
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await waitUntil(() => witness.includes(101), 'offset 101 to reach the listener still on');
         expect(seen).toHaveLength(100);
+        expect(witness).toEqual(range(1, 101));
       });
 
       it('recognises a repeated key within the window and stores nothing new', async () => {
@@ -205,8 +211,12 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         const { engine } = await create({ dedupeWindowMs: 100 });
         const topic = uniqueTopic();
         await engine.publish(topic, 'a', { key: 'k' });
-        await new Promise((resolve) => setTimeout(resolve, 150));
-        expect(await engine.publish(topic, 'a', { key: 'k' })).toMatchObject({ offset: 2, duplicate: false });
+        // Within the window a repeat stores nothing; the first repeat after it is stored as new.
+        const stored = await eventually(async () => {
+          const outcome = await engine.publish(topic, 'a', { key: 'k' });
+          return !outcome.duplicate && outcome;
+        }, 5000, 'the key to be forgotten');
+        expect(stored).toMatchObject({ offset: 2, duplicate: false });
       });
 
       it('enforces retention by count on publish and by age on demand', async () => {

@@ -1,7 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { freePort, tempDir } from './node-process.js';
+import { freePort, PortInUseError, retryWhilePortInUse, tempDir } from './node-process.js';
+import { sleep } from './util.js';
+
+const START_TIMEOUT_MS = 10_000;
 
 export interface RedisOptions {
   port?: number;
@@ -35,7 +38,16 @@ export class RedisProcess {
     return this.output;
   }
 
+  /**
+   * Starts (or restarts) redis-server on its port and waits until it answers.
+   * A restart reuses a port that was just released; if another process took
+   * it meanwhile, it tries again a bounded number of times.
+   */
   async start(): Promise<void> {
+    await retryWhilePortInUse(() => this.startOnce());
+  }
+
+  private async startOnce(): Promise<void> {
     const aof = this.options.aof ?? true;
     const child = spawn(
       'redis-server',
@@ -51,31 +63,49 @@ export class RedisProcess {
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.child = child;
+    const startedAt = this.output.length;
     child.stdout?.on('data', (c: Buffer) => (this.output += c.toString()));
     child.stderr?.on('data', (c: Buffer) => (this.output += c.toString()));
-    const deadline = Date.now() + 10_000;
+    // 'close' comes after the child's output has been read to its end.
+    const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    const deadline = Date.now() + START_TIMEOUT_MS;
     while (Date.now() < deadline) {
-      if (child.exitCode !== null) throw new Error(`redis-server exited: ${this.output}`);
-      if (await this.ping()) return;
-      await new Promise((resolve) => setTimeout(resolve, 30));
+      if (child.exitCode !== null || child.signalCode !== null) {
+        await closed;
+        const output = this.output.slice(startedAt);
+        const message = `redis-server on port ${this.port} exited with ${child.exitCode ?? child.signalCode}: ${output}`;
+        throw /Address already in use/.test(output) ? new PortInUseError(message) : new Error(message);
+      }
+      // Ready means this child answers, not some other process that holds the port.
+      if ((await this.servingPid()) === child.pid) return;
+      await sleep(30);
     }
+    await this.kill();
     throw new Error(`redis-server did not start: ${this.output}`);
   }
 
-  private ping(): Promise<boolean> {
+  /** The process_id of the redis-server answering on the port, or undefined while none answers or it is still loading its data. */
+  private servingPid(): Promise<number | undefined> {
     return new Promise((resolve) => {
       const socket = connect(this.port, '127.0.0.1');
+      let reply = '';
+      const done = (pid?: number) => {
+        socket.destroy();
+        resolve(pid);
+      };
       socket.setTimeout(500);
-      socket.once('connect', () => socket.write('PING\r\n'));
-      socket.once('data', (d) => {
-        socket.destroy();
-        resolve(d.toString().startsWith('+PONG'));
+      socket.once('connect', () => socket.write('INFO server persistence\r\n'));
+      socket.on('data', (d: Buffer) => {
+        reply += d.toString('latin1');
+        // A bulk string: $<length>\r\n<INFO text>; anything else (an error) means not ready.
+        const header = /^\$(\d+)\r\n/.exec(reply);
+        if (!header) return void (reply.includes('\r\n') && done());
+        if (reply.length < header[0].length + Number(header[1])) return;
+        const pid = /^process_id:(\d+)/m.exec(reply);
+        done(pid && /^loading:0/m.test(reply) ? Number(pid[1]) : undefined);
       });
-      socket.once('error', () => resolve(false));
-      socket.once('timeout', () => {
-        socket.destroy();
-        resolve(false);
-      });
+      socket.once('error', () => done());
+      socket.once('timeout', () => done());
     });
   }
 

@@ -1,10 +1,15 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { groupState, pendingEntries } from '../helpers/admin.js';
+import { GroupAcker } from '../helpers/group-acker.js';
 import { NodeProcess, tempDir } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { SioClient, type ProtocolClient } from '../helpers/sio-client.js';
-import { eventually, range, sleep, uniqueTopic } from '../helpers/util.js';
+import { eventually, range, uniqueTopic } from '../helpers/util.js';
+
+/** Long enough that the message is still held back when the test looks right after the nack. */
+const NACK_DELAY_MS = 1000;
 
 /**
  * The broker's delivery semantics, run once over the plain WebSocket endpoint
@@ -73,10 +78,11 @@ describe.each(transports)('over %s', (_name, connectRaw) => {
     expect(reply.recovered).toBe(true);
     expect(reply.first).toBe(1);
     await live;
-    const got = await sub.waitForMessages(51, topic);
-    await sleep(100);
-    expect(sub.messages(topic).map((m) => m.offset)).toEqual(range(10, 60));
-    expect(got.map((m) => m.data)).toEqual(range(10, 60));
+    // Deliveries come in offset order: once this marker is in, a duplicate at the seam would be too.
+    await pub.ok({ op: 'publish', topic, data: 61 });
+    await sub.waitFor((f) => f.op === 'message' && f.topic === topic && f.offset === 61);
+    expect(sub.messages(topic).map((m) => m.offset)).toEqual(range(10, 61));
+    expect(sub.messages(topic).map((m) => m.data)).toEqual(range(10, 61));
   });
 
   it('publishes idempotently by key', async () => {
@@ -100,31 +106,21 @@ describe.each(transports)('over %s', (_name, connectRaw) => {
     const [m1, m2] = [await connect(), await connect()];
     await m1.ok({ op: 'subscribe', topic, group: 'workers', prefetch: 3 });
     await m2.ok({ op: 'subscribe', topic, group: 'workers', prefetch: 3 });
+    const acker = new GroupAcker([m1, m2], topic, 'workers');
     const pub = await connect();
     for (const n of range(1, 30)) await pub.ok({ op: 'publish', topic, data: n });
-    const seen = new Map<number, string>();
-    const ackLoop = async (member: ProtocolClient, name: string) => {
-      let acked = 0;
-      while (seen.size < 30) {
-        const pending = member.messages(topic, 'workers').slice(acked);
-        for (const m of pending) {
-          const offset = m.offset as number;
-          expect(seen.has(offset), `offset ${offset} delivered twice`).toBe(false);
-          expect(m.delivery).toBe(1);
-          seen.set(offset, name);
-          await member.ok({ op: 'ack', topic, group: 'workers', offset });
-          acked++;
-        }
-        await sleep(5);
-      }
-    };
-    await Promise.race([Promise.all([ackLoop(m1, 'm1'), ackLoop(m2, 'm2')]), sleep(15_000)]);
-    expect([...seen.keys()].sort((a, b) => a - b)).toEqual(range(1, 30));
-    const byM1 = [...seen.values()].filter((n) => n === 'm1').length;
+    // Poll only for "all delivered, every delivery acked"; the checks read the whole record afterwards.
+    await eventually(() => acker.offsets().size >= 30 && acker.acks.length >= acker.deliveries().length, 15_000, 'every offset delivered and acked');
+    await acker.stop();
+    expect(acker.duplicates(), 'offsets delivered more than once').toEqual([]);
+    expect(acker.failedAcks(), 'acks that failed').toEqual([]);
+    expect([...acker.offsets()].sort((a, b) => a - b)).toEqual(range(1, 30));
+    expect(acker.deliveries().every((d) => d.delivery === 1)).toBe(true);
+    const byM1 = acker.deliveries().filter((d) => d.member === 0).length;
     expect(byM1).toBeGreaterThan(0);
     expect(byM1).toBeLessThan(30);
-    await sleep(150);
-    expect(m1.messages(topic).length + m2.messages(topic).length).toBe(30);
+    // Every ack held: nothing is pending or was ever redelivered, so no member can get a second copy later.
+    expect(await groupState(node.url, topic, 'workers')).toMatchObject({ cursor: 31, pending: 0, redeliveries: 0 });
   });
 
   it('bounds unacked deliveries per member by prefetch', async () => {
@@ -134,12 +130,17 @@ describe.each(transports)('over %s', (_name, connectRaw) => {
     const pub = await connect();
     for (const n of range(1, 5)) await pub.ok({ op: 'publish', topic, data: n });
     await member.waitForMessages(2, topic);
-    await sleep(200);
+    // A second member with room for one gets the next offset: the full member was passed over for it.
+    const witness = await connect();
+    await witness.ok({ op: 'subscribe', topic, group: 'g', prefetch: 1 });
+    expect((await witness.waitForMessages(1, topic)).map((m) => m.offset)).toEqual([3]);
     expect(member.messages(topic).map((m) => m.offset)).toEqual([1, 2]);
     await member.ok({ op: 'ack', topic, group: 'g', offset: 1 });
     await member.waitForMessages(3, topic);
-    await sleep(200);
-    expect(member.messages(topic).map((m) => m.offset)).toEqual([1, 2, 3]);
+    expect(member.messages(topic).map((m) => m.offset)).toEqual([1, 2, 4]);
+    await witness.ok({ op: 'ack', topic, group: 'g', offset: 3 });
+    expect((await witness.waitForMessages(2, topic)).map((m) => m.offset)).toEqual([3, 5]);
+    expect(member.messages(topic).map((m) => m.offset)).toEqual([1, 2, 4]);
   });
 
   it('redelivers after ackWait when a member does not ack', async () => {
@@ -160,16 +161,20 @@ describe.each(transports)('over %s', (_name, connectRaw) => {
   it('redelivers at once to another member when a member disconnects', async () => {
     const topic = uniqueTopic();
     const a = await connect();
-    await a.ok({ op: 'subscribe', topic, group: 'g', ackWait: 60_000 });
+    await a.ok({ op: 'subscribe', topic, group: 'g', ackWait: 60_000, prefetch: 1 });
     const pub = await connect();
     await pub.ok({ op: 'publish', topic, data: 'job' });
     await a.waitForMessages(1, topic);
     const b = await connect();
     await b.ok({ op: 'subscribe', topic, group: 'g' });
-    await sleep(100);
-    expect(b.messages(topic)).toHaveLength(0);
+    // a's one lease is taken, so a message published now goes to b; had the leased job been free for b,
+    // it would have come first (redeliveries before new offsets).
+    await pub.ok({ op: 'publish', topic, data: 'marker' });
+    const [first] = await b.waitForMessages(1, topic);
+    expect(first).toMatchObject({ offset: 2, delivery: 1, data: 'marker' });
+    await b.ok({ op: 'ack', topic, group: 'g', offset: 2 });
     await a.close();
-    const [redelivered] = await b.waitForMessages(1, topic);
+    const [, redelivered] = await b.waitForMessages(2, topic);
     expect(redelivered).toMatchObject({ offset: 1, delivery: 2, data: 'job', group: 'g' });
   });
 
@@ -180,8 +185,9 @@ describe.each(transports)('over %s', (_name, connectRaw) => {
     const pub = await connect();
     await pub.ok({ op: 'publish', topic, data: { poison: true }, key: 'p-1' });
     await member.waitForMessages(1, topic);
-    await member.ok({ op: 'nack', topic, group: 'g', offset: 1, delay: 400 });
-    await sleep(150);
+    await member.ok({ op: 'nack', topic, group: 'g', offset: 1, delay: NACK_DELAY_MS });
+    // Held back by the delay: leased to no one and not yet due, with one delivery so far.
+    expect(await pendingEntries(node.url, topic, 'g')).toMatchObject([{ offset: 1, delivery: 1, consumer: null, state: 'delayed' }]);
     expect(member.messages(topic)).toHaveLength(1);
     const second = await member.waitFor((f) => f.op === 'message' && f.topic === topic && f.delivery === 2);
     expect(second.offset).toBe(1);
@@ -193,7 +199,8 @@ describe.each(transports)('over %s', (_name, connectRaw) => {
     });
     const letter = (letters.messages as Array<{ data: Record<string, unknown> }>)[0]!.data;
     expect(letter).toMatchObject({ topic, group: 'g', offset: 1, data: { poison: true }, key: 'p-1', deliveries: 2, reason: 'max_deliveries' });
-    await sleep(100);
+    // Dead-lettered, nothing left pending: there is no third delivery to come.
+    expect(await groupState(node.url, topic, 'g')).toMatchObject({ pending: 0, deadLettered: 1 });
     expect(member.messages(topic)).toHaveLength(2);
     const denied = await pub.request({ op: 'publish', topic: dlq, data: 1 });
     expect(denied).toMatchObject({ op: 'error', code: 'forbidden' });

@@ -1,7 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MeshClient, type GroupMessage, type MeshError } from '@meshmq/client';
+import { groupState, pendingEntries } from '../helpers/admin.js';
 import { NodeProcess } from '../helpers/node-process.js';
+import { eventually } from '../helpers/util.js';
 import { range, sleep, waitUntil } from '../helpers/wait.js';
+
+/** Long enough that the message is still held back when the test looks right after the nack. */
+const NACK_DELAY_MS = 1000;
 
 describe('client: consumer groups', () => {
   let node: NodeProcess;
@@ -25,19 +30,21 @@ describe('client: consumer groups', () => {
     }, { ackWait: 300 });
     for (let i = 0; i < 5; i++) await client.publish('g.auto', { i });
     await waitUntil(() => got.length === 5, 'five deliveries');
-    // Past ackWait: an unacked message would have come back by now.
-    await sleep(600);
+    // The acks landed: nothing is pending, so nothing can come back after ackWait.
+    await eventually(async () => (await groupState(node.url, 'g.auto', 'workers')).pending === 0, 10_000, 'the acks');
+    expect(await groupState(node.url, 'g.auto', 'workers')).toMatchObject({ cursor: 6, pending: 0, redeliveries: 0 });
     expect(got.sort((a, b) => a[0] - b[0])).toEqual(range(1, 5).map((o) => [o, 1]));
     await consumer.stop();
     expect(consumer.active).toBe(false);
 
-    // A new member of the same group finds nothing pending.
-    const later: number[] = [];
-    const again = await client.consume('g.auto', 'workers', (m) => void later.push(m.offset));
+    // A new member of the same group finds nothing pending: its first delivery is the next new message.
+    const later: Array<[number, number]> = [];
+    const again = await client.consume('g.auto', 'workers', (m) => void later.push([m.offset, m.delivery]));
     await client.publish('g.auto', { i: 5 });
     await waitUntil(() => later.length === 1, 'the new message');
-    await sleep(100);
-    expect(later).toEqual([6]);
+    await eventually(async () => (await groupState(node.url, 'g.auto', 'workers')).pending === 0, 10_000, 'the ack');
+    expect(later).toEqual([[6, 1]]);
+    expect(await groupState(node.url, 'g.auto', 'workers')).toMatchObject({ cursor: 7, pending: 0, redeliveries: 0 });
     await again.stop();
   });
 
@@ -49,31 +56,40 @@ describe('client: consumer groups', () => {
     });
     await client.publish('g.nack', 'job');
     await waitUntil(() => seen.length === 2, 'the redelivery');
-    await sleep(200);
+    // The second delivery was acked: nothing is pending, so there is no third.
+    await eventually(async () => (await groupState(node.url, 'g.nack', 'workers')).pending === 0, 10_000, 'the ack');
     expect(seen).toEqual([
       [1, 1],
       [1, 2],
     ]);
+    expect(await groupState(node.url, 'g.nack', 'workers')).toMatchObject({ pending: 0, redeliveries: 1 });
     expect(errors.some((e) => e.message.includes('transient failure') && e.message.includes('nacked'))).toBe(true);
     await consumer.stop();
   });
 
   it('lets a handler ack and nack with a delay itself when autoAck is off', async () => {
-    const seen: Array<{ offset: number; delivery: number; at: number }> = [];
+    const seen: number[] = [];
+    let nacked = false;
     const consumer = await client.consume(
       'g.manual',
       'workers',
       async (m: GroupMessage<string>) => {
-        seen.push({ offset: m.offset, delivery: m.delivery, at: Date.now() });
-        if (m.delivery === 1) await m.nack(300);
-        else await m.ack();
+        seen.push(m.delivery);
+        if (m.delivery === 1) {
+          await m.nack(NACK_DELAY_MS);
+          nacked = true;
+        } else await m.ack();
       },
       { autoAck: false },
     );
     await client.publish('g.manual', 'later');
+    await waitUntil(() => nacked, 'the nack');
+    // Held back by the delay: leased to no one and not yet due, with one delivery so far.
+    expect(await pendingEntries(node.url, 'g.manual', 'workers')).toMatchObject([{ offset: 1, delivery: 1, consumer: null, state: 'delayed' }]);
+    expect(seen).toEqual([1]);
     await waitUntil(() => seen.length === 2, 'the delayed redelivery');
-    expect(seen.map((s) => s.delivery)).toEqual([1, 2]);
-    expect(seen[1]!.at - seen[0]!.at).toBeGreaterThanOrEqual(250);
+    await eventually(async () => (await groupState(node.url, 'g.manual', 'workers')).pending === 0, 10_000, 'the ack');
+    expect(seen).toEqual([1, 2]);
     await consumer.stop();
   });
 
@@ -127,11 +143,14 @@ describe('client: consumer groups', () => {
     await waitUntil(() => consumer.running === 1, 'the handler to start');
     await consumer.stop();
     expect(done).toEqual([1]);
-    // It was acked before leaving: a new member gets nothing.
-    const later: number[] = [];
-    const next = await client.consume('g.stop', 'workers', (m) => void later.push(m.offset), { ackWait: 200 });
-    await sleep(500);
-    expect(later).toEqual([]);
+    // It was acked before leaving: nothing is pending.
+    expect(await groupState(node.url, 'g.stop', 'workers')).toMatchObject({ cursor: 2, pending: 0 });
+    // A new member's first delivery is the next new message, not offset 1 again.
+    const later: Array<[number, number]> = [];
+    const next = await client.consume('g.stop', 'workers', (m) => void later.push([m.offset, m.delivery]), { ackWait: 200 });
+    await client.publish('g.stop', 2);
+    await waitUntil(() => later.length >= 1, 'the next message');
+    expect(later).toEqual([[2, 1]]);
     await next.stop();
   });
 });

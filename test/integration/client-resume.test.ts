@@ -56,23 +56,26 @@ describe('client: reconnect and resume', () => {
     await node.kill();
     await waitUntil(() => subscriber.state === 'reconnecting', 'the subscriber to notice');
     const seenWhileDown = seen.length;
+    // Down for a while, so publishes queue up in the publisher meanwhile.
     await sleep(300);
     await node.start();
     await publishing;
 
     expect(acked).toHaveLength(TOTAL);
     const last = Math.max(...acked.map((r) => r.offset));
-    await waitUntil(() => seen.length >= last, `all ${last} messages`, 15_000);
-    await sleep(100);
+    // Deliveries come in offset order: once this marker is in, anything (a duplicate) before it is too.
+    const marker = await publisher.publish('resume.stream', { i: TOTAL });
+    await waitUntil(() => seen.includes(marker.offset), 'the marker after all messages', 15_000);
 
     // Exactly once, in order, nothing missing.
-    expect(seen).toEqual(range(1, last));
+    expect(seen).toEqual(range(1, last + 1));
     // Every publish call was stored exactly once, re-sent or not.
     expect(last).toBe(TOTAL);
-    expect([...seenData].sort((a, b) => a - b)).toEqual(range(0, TOTAL - 1));
+    expect(marker.offset).toBe(TOTAL + 1);
+    expect([...seenData].sort((a, b) => a - b)).toEqual(range(0, TOTAL));
     expect(new Set(acked.map((r) => r.offset)).size).toBe(TOTAL);
     expect(seenWhileDown).toBeLessThan(TOTAL);
-    expect(sub.lastOffset).toBe(TOTAL);
+    expect(sub.lastOffset).toBe(TOTAL + 1);
 
     expect(states).toContain('reconnecting');
     expect(states.at(-1)).toBe('connected');
@@ -120,8 +123,11 @@ describe('client: reconnect and resume', () => {
     await node.kill();
     await waitUntil(() => c.state === 'reconnecting', 'reconnecting');
 
+    let failedAttempts = 0;
+    c.on('connectFailed', () => failedAttempts++);
     const pending = track(c.publish('resume.down', 'while down'));
-    await sleep(500);
+    // The client tried the node again and failed: the publish stays queued rather than failing.
+    await waitUntil(() => failedAttempts >= 1, 'a failed reconnect attempt');
     expect(pending.settled()).toBe(false);
     await node.start();
     const result = await pending.promise;
@@ -174,22 +180,30 @@ describe('client: reconnect and resume', () => {
     // Published before the subscriber is back: it must still get it.
     await publisher.publish('resume.quiet', 'during');
     await publisher.publish('resume.quiet', 'after');
-    await waitUntil(() => seen.length >= 2, 'messages after the restart');
-    await sleep(100);
-    expect(seen).toEqual(['during', 'after']);
+    await publisher.publish('resume.quiet', 'marker');
+    // Deliveries come in offset order: once the marker is in, anything before it is too.
+    await waitUntil(() => seen.includes('marker'), 'the marker after the restart');
+    expect(seen).toEqual(['during', 'after', 'marker']);
   });
 
   it('fails a queued publish with unavailable after requestTimeoutMs', async () => {
     const node = await startNode();
-    const c = new MeshClient({ url: node.url, requestTimeoutMs: 400, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
+    // Room for a reconnect attempt or two (reconnect delays up to 200 ms) before the request times out.
+    const c = new MeshClient({ url: node.url, requestTimeoutMs: 1500, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
     cleanup.push(() => c.close());
     await c.connect();
     await node.kill();
     await waitUntil(() => c.state === 'reconnecting', 'reconnecting');
-    const started = Date.now();
-    const error = await c.publish('resume.timeout', 1, { key: 'k-1' }).catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: 'unavailable', message: expect.stringContaining('k-1') });
-    expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+    let failedAttempts = 0;
+    c.on('connectFailed', () => failedAttempts++);
+    const publishing = track(c.publish('resume.timeout', 1, { key: 'k-1' }));
+    // Queued, not refused at once: it outlives a failed reconnect attempt.
+    await waitUntil(() => failedAttempts >= 1, 'a failed reconnect attempt');
+    expect(publishing.settled()).toBe(false);
+    // Then its request timeout ends it, saying so and naming the key to publish again with.
+    const error = await publishing.promise.catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'unavailable', message: expect.stringContaining('could not be sent within 1500 ms') });
+    expect(error).toMatchObject({ message: expect.stringContaining('k-1') });
     await node.start();
     // The key was never stored: the same key now publishes for real.
     await waitUntil(() => c.state === 'connected', 'reconnected', 5000);

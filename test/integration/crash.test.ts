@@ -1,4 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { groupState } from '../helpers/admin.js';
+import { GroupAcker } from '../helpers/group-acker.js';
 import { NodeProcess } from '../helpers/node-process.js';
 import { RawClient, type Frame } from '../helpers/raw-client.js';
 import { eventually, range, sleep } from '../helpers/util.js';
@@ -25,9 +27,8 @@ describe('crash recovery', () => {
     await setup.ok({ op: 'subscribe', topic, group: 'g', from: 1, prefetch: 50 });
 
     const acked = new Map<number, { p: number; n: number }>();
-    const groupAcked = new Set<number>();
-    // Acks sent whose reply may have been lost in the kill: they may or may not have held.
-    const ackSent = new Set<number>();
+    // Publishes the node answered with an error before the kill: none is expected.
+    const refused: Frame[] = [];
     let killed = false;
     const killAfter = 1000 + Math.floor(Math.random() * 3000);
 
@@ -42,7 +43,9 @@ describe('crash recovery', () => {
             .request({ op: 'publish', topic, data: { p, n } })
             .then((reply: Frame) => {
               if (reply.op === 'ok') acked.set(reply.offset as number, { p, n });
+              else refused.push(reply);
             })
+            // Thrown: the connection died with the node; the publish may or may not be stored.
             .catch(() => undefined)
             .finally(() => inFlight.delete(request));
           inFlight.add(request);
@@ -52,30 +55,24 @@ describe('crash recovery', () => {
       await Promise.race([Promise.allSettled(inFlight), sleep(2000)]);
     };
 
-    const consumer = (async () => {
-      let handled = 0;
-      while (!killed) {
-        const batch = setup.messages(topic, 'g').slice(handled);
-        handled += batch.length;
-        await Promise.all(
-          batch.map(async (m) => {
-            ackSent.add(m.offset as number);
-            const reply = await setup.request({ op: 'ack', topic, group: 'g', offset: m.offset }).catch(() => undefined);
-            if (reply?.op === 'ok') groupAcked.add(m.offset as number);
-          }),
-        );
-        await sleep(5);
-      }
-    })();
+    // Acks each delivery as it arrives and records the outcome: ok (must hold), an error reply
+    // (must not happen), or thrown by the kill (the ack may or may not have held).
+    const consumer = new GroupAcker([setup], topic, 'g');
 
     const killer = (async () => {
       await eventually(() => acked.size >= killAfter || acked.size >= PUBLISHERS * PER_PUBLISHER - 10, 60_000, 'publishes');
       await node!.kill();
       killed = true;
+      await consumer.stop();
     })();
 
-    await Promise.all([...range(1, PUBLISHERS).map(publisher), killer, consumer]);
+    await Promise.all([...range(1, PUBLISHERS).map(publisher), killer]);
     expect(acked.size).toBeGreaterThan(0);
+    expect(refused, 'publishes refused before the kill').toEqual([]);
+    expect(consumer.acks.filter((a) => a.reply !== undefined && a.reply.op !== 'ok'), 'acks refused before the kill').toEqual([]);
+    const ackSent = new Set(consumer.acks.map((a) => a.offset));
+    const groupAcked = new Set(consumer.acks.filter((a) => a.reply?.op === 'ok').map((a) => a.offset));
+    expect(groupAcked.size).toBeGreaterThan(0);
 
     await node.start();
     const reader = await RawClient.connect(node.wsUrl);
@@ -105,22 +102,22 @@ describe('crash recovery', () => {
     // The group resumes: everything not acked before the crash comes again; nothing acked does.
     const member = await RawClient.connect(node.wsUrl);
     await member.ok({ op: 'subscribe', topic, group: 'g', prefetch: 1000 });
+    const resumed = new GroupAcker([member], topic, 'g');
     const mustComeBack = range(1, last).filter((o) => !ackSent.has(o));
-    const delivered = new Set<number>();
+    // Poll only until the group has nothing left to give: every offset taken, nothing pending, every delivery acked.
     await eventually(async () => {
-      for (const m of member.messages(topic, 'g')) {
-        const offset = m.offset as number;
-        if (!delivered.has(offset)) {
-          delivered.add(offset);
-          await member.ok({ op: 'ack', topic, group: 'g', offset });
-        }
-      }
-      return mustComeBack.every((o) => delivered.has(o));
-    }, 30_000, 'group redelivery').catch((err) => {
-      throw new Error(`${err}; missing ${mustComeBack.filter((o) => !delivered.has(o)).slice(0, 20)}`);
+      const group = await groupState(node!.url, topic, 'g');
+      return group.cursor === last + 1 && group.pending === 0 && resumed.acks.length >= resumed.deliveries().length;
+    }, 30_000, 'the group to drain').catch((err) => {
+      throw new Error(`${err}; not yet delivered ${mustComeBack.filter((o) => !resumed.offsets().has(o)).slice(0, 20)}; failed acks ${JSON.stringify(resumed.failedAcks().slice(0, 5))}`);
     });
-    for (const offset of groupAcked) expect(delivered.has(offset), `acked offset ${offset} came back`).toBe(false);
-    for (const offset of delivered) expect(offset).toBeLessThanOrEqual(last);
+    await resumed.stop();
+    expect(resumed.failedAcks(), 'acks after the restart that failed').toEqual([]);
+    expect(resumed.duplicates(), 'offsets delivered twice after the restart').toEqual([]);
+    const delivered = resumed.offsets();
+    expect(mustComeBack.filter((o) => !delivered.has(o)), 'unacked offsets that never came back').toEqual([]);
+    expect([...groupAcked].filter((o) => delivered.has(o)), 'acked offsets that came back').toEqual([]);
+    expect([...delivered].filter((o) => o > last), 'offsets past the log').toEqual([]);
 
     // Offsets go on after the last stored one.
     expect(await reader.ok({ op: 'publish', topic, data: 'after' })).toMatchObject({ offset: last + 1 });
