@@ -2,7 +2,9 @@ import {
   MeshError,
   groupKey,
   isErrorCode,
+  type AuthInfo,
   type ErrorCode,
+  type ErrorFrame,
   type HelloResult,
   type HistoryRequest,
   type MessageFrame,
@@ -12,17 +14,21 @@ import {
   type ResultOf,
   type ServerFrame,
 } from '@meshmq/shared';
-import { defaultWebSocket } from '#websocket';
-import { Connector } from './connector.js';
+import { defaultOpener } from '#websocket';
+import { CLOSE_TOKEN_EXPIRED, Connector } from './connector.js';
 import { Emitter } from './emitter.js';
 import { GroupMember, type ConsumeOptions, type GroupConsumer, type GroupHandler } from './group-consumer.js';
 import { randomKey } from './ids.js';
 import type { Link } from './link.js';
 import { resolveOptions, type MeshClientOptions, type ResolvedOptions } from './options.js';
+import { Outbox, type Transmitted } from './outbox.js';
 import { RequestTracker, type DropPolicy } from './request-tracker.js';
 import type { Resumable, ResumableHost } from './resumable.js';
 import { FanoutSubscription, type MessageHandler, type SubscribeOptions, type Subscription } from './subscription.js';
+import { Credentials } from './token.js';
+import { TokenRefresh } from './token-refresh.js';
 import type { ClientEvents, ConnectionState, Gap, Message } from './types.js';
+import { queryTokenOpener } from './websocket.js';
 
 export interface PublishOptions {
   /**
@@ -59,8 +65,12 @@ export interface HistoryPage<T = unknown> {
  */
 export class MeshClient extends Emitter<ClientEvents> {
   private readonly options: ResolvedOptions;
+  private readonly credentials: Credentials;
   private readonly connector: Connector;
   private readonly tracker = new RequestTracker();
+  private readonly outboxes = new WeakMap<Link, Outbox>();
+  /** The last AuthInfo an `auth` event carried, to emit only changes. */
+  private lastAuth: string | undefined;
   private readonly subscriptions = new Map<string, FanoutSubscription<unknown>>();
   private readonly consumers = new Map<string, GroupMember<unknown>>();
   /** Resumables that ended but may still have an unsubscribe in flight, by key. */
@@ -71,19 +81,28 @@ export class MeshClient extends Emitter<ClientEvents> {
   constructor(options: MeshClientOptions = {}) {
     super();
     this.options = resolveOptions(options);
-    const WebSocket = this.options.WebSocket ?? defaultWebSocket();
-    if (!WebSocket) {
+    const openSocket = this.options.WebSocket ? queryTokenOpener(this.options.WebSocket) : defaultOpener();
+    if (!openSocket) {
       throw new MeshError('bad_request', 'no WebSocket implementation found; pass one as the `WebSocket` option');
     }
-    this.connector = new Connector(this.options, WebSocket, {
+    this.credentials = new Credentials(this.options.token, this.options.connectTimeoutMs);
+    this.connector = new Connector(this.options, openSocket, this.credentials, {
       onFrame: (link, frame) => this.onFrame(link, frame),
       onBadFrame: (_link, error) => this.report(error),
       hello: (link) => this.hello(link),
       ping: (link) => void this.boundRequest(link, { op: 'ping' }).catch(() => undefined),
       onReady: (link, reconnect) => this.onReady(link, reconnect),
       onClosed: (link, info, wasReady) => {
+        this.outboxes.get(link)?.close();
         this.tracker.linkLost(link);
-        if (wasReady) this.emit('disconnected', { url: link.url, code: info.code, reason: info.reason });
+        if (!wasReady) return;
+        this.emit('disconnected', { url: link.url, code: info.code, reason: info.reason });
+        if (info.code === CLOSE_TOKEN_EXPIRED && !this.credentials.refreshable) {
+          const expired = link.expiry?.message ?? 'the token expired';
+          this.report(
+            new MeshError('unauthorized', `${expired}. The token was given as a string and cannot be refreshed: pass a function as the 'token' option`),
+          );
+        }
       },
       onAttemptFailed: (url, error) => this.emit('connectFailed', { url, error }),
       onState: (state) => this.emit('state', state),
@@ -128,6 +147,16 @@ export class MeshClient extends Emitter<ClientEvents> {
     return this.connector.link?.hello;
   }
 
+  /**
+   * Who the current connection acts as: the token's subject, its expiry and
+   * permissions, kept current when the token is refreshed (`auth` event).
+   * On a node without authentication, `sub` is null and everything is
+   * allowed. Undefined while not connected.
+   */
+  get auth(): AuthInfo | undefined {
+    return this.connector.link?.auth;
+  }
+
   /** Every WebSocket URL the client may connect to. */
   get urls(): string[] {
     return this.connector.knownUrls;
@@ -135,26 +164,40 @@ export class MeshClient extends Emitter<ClientEvents> {
 
   /**
    * Connects, if not connecting already, and resolves once connected.
-   * Rejects with `unavailable` if that takes longer than `requestTimeoutMs`;
-   * the client keeps trying in the background until `close()`. Calling it is
-   * optional: every operation starts connecting.
+   * Rejects if that takes longer than `requestTimeoutMs`: with
+   * `unauthorized` when every attempt meanwhile was refused for the token,
+   * else with `unavailable`. The client keeps trying in the background until
+   * `close()`. Calling it is optional: every operation starts connecting.
    */
   connect(): Promise<void> {
     if (this.closing) return Promise.reject(closedError());
     this.connector.start();
     if (this.connector.state === 'connected') return Promise.resolve();
     return new Promise((resolve, reject) => {
+      /** The last refusal, while every attempt failed for the token. */
+      let refused: MeshError | undefined;
+      let otherFailure = false;
+      const offFailed = this.on('connectFailed', ({ error }) => {
+        if (error.code === 'unauthorized') refused = error;
+        else otherFailure = true;
+      });
       const timer = setTimeout(() => {
         off();
-        reject(new MeshError('unavailable', `not connected within ${this.options.requestTimeoutMs} ms; still trying ${this.urls.join(', ')}`));
+        const waited = `not connected within ${this.options.requestTimeoutMs} ms`;
+        if (refused && !otherFailure) reject(new MeshError('unauthorized', `${waited}: every attempt was refused: ${refused.message}`, { cause: refused }));
+        else reject(new MeshError('unavailable', `${waited}; still trying ${this.urls.join(', ')}`));
       }, this.options.requestTimeoutMs);
-      const off = this.on('state', (state) => {
+      const offState = this.on('state', (state) => {
         if (state !== 'connected' && state !== 'closed') return;
         off();
-        clearTimeout(timer);
         if (state === 'connected') resolve();
         else reject(closedError());
       });
+      const off = () => {
+        clearTimeout(timer);
+        offState();
+        offFailed();
+      };
     });
   }
 
@@ -193,7 +236,8 @@ export class MeshClient extends Emitter<ClientEvents> {
       ({ offset, epoch, ts, duplicate }) => ({ offset, epoch, ts, duplicate }),
       (err: unknown) => {
         const error = MeshError.from(err);
-        return Promise.reject(new MeshError(error.code, error.message, { cause: error.cause, key }));
+        const options = { cause: error.cause, key, ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }) };
+        return Promise.reject(new MeshError(error.code, error.message, options));
       },
     );
   }
@@ -269,21 +313,43 @@ export class MeshClient extends Emitter<ClientEvents> {
     return reply;
   }
 
-  /** Sends request `id` on `link`; false if the link is closed. */
+  /** Hands request `id` to the outbox of `link`, which sends it when the node's limits allow; false if the link is closed. */
   private send(link: Link, id: number): boolean {
+    if (!link.isOpen) return false;
     const frame = this.tracker.frameOf(id);
     if (!frame) return true;
+    this.tracker.assign(id, link);
+    this.outboxOf(link).push(id, frame.op);
+    return true;
+  }
+
+  private outboxOf(link: Link): Outbox {
+    let outbox = this.outboxes.get(link);
+    if (!outbox) {
+      outbox = new Outbox(
+        () => link.hello?.limits,
+        (id) => this.transmit(link, id),
+      );
+      this.outboxes.set(link, outbox);
+    }
+    return outbox;
+  }
+
+  /** Writes request `id` to `link`, if it still waits for that. */
+  private transmit(link: Link, id: number): Transmitted {
+    const frame = this.tracker.frameOf(id);
+    if (!frame || !this.tracker.isWaitingOn(id, link)) return 'dropped';
     const limit = link.hello?.limits.maxMessageBytes;
     if (frame.op === 'publish' && limit !== undefined) {
       const size = utf8Length(JSON.stringify(frame.data));
       if (size > limit) {
         this.tracker.reject(id, new MeshError('payload_too_large', `'data' is ${size} bytes encoded; the limit is ${limit}`));
-        return true;
+        return 'dropped';
       }
     }
-    if (!link.send(frame)) return false;
+    if (!link.send(frame)) return 'closed';
     this.tracker.markSent(id, link);
-    return true;
+    return 'sent';
   }
 
   private hello(link: Link): Promise<HelloResult> {
@@ -293,14 +359,24 @@ export class MeshClient extends Emitter<ClientEvents> {
   // ---- connection events -------------------------------------------------------
 
   private onReady(link: Link, reconnect: boolean): void {
+    const hello = link.hello!;
+    link.auth = hello.auth;
+    new TokenRefresh(link, this.credentials, {
+      request: (on, frame) => this.boundRequest(on, frame),
+      refreshed: (on, auth) => {
+        on.auth = auth;
+        if (this.connector.link === on) this.announceAuth(auth);
+      },
+      error: (error) => this.report(error),
+    }).start(hello.auth);
     const subscriptions = [...this.subscriptions.values()];
     const consumers = [...this.consumers.values()];
     const restoring = [...subscriptions, ...consumers].map((r) => r.attach(link));
     for (const id of this.tracker.queuedIds()) {
       if (!this.send(link, id)) break;
     }
-    const hello = link.hello!;
     this.emit('connected', { url: link.url, node: hello.node, version: hello.version, reconnect });
+    this.announceAuth(hello.auth);
     if (!reconnect) return;
     void Promise.all(restoring).then((found) => {
       if (this.connector.link !== link) return;
@@ -315,13 +391,24 @@ export class MeshClient extends Emitter<ClientEvents> {
     });
   }
 
+  /** Emits `auth` when who the client acts as changed. */
+  private announceAuth(auth: AuthInfo | undefined): void {
+    // Nodes before authentication have no `auth` in hello.
+    if (!auth) return;
+    const text = JSON.stringify(auth);
+    if (text === this.lastAuth) return;
+    this.lastAuth = text;
+    this.emit('auth', auth);
+  }
+
   private onFrame(link: Link, frame: ServerFrame): void {
     switch (frame.op) {
       case 'ok':
+        if (typeof frame.id === 'number') this.outboxes.get(link)?.answered(frame.id);
+        this.tracker.settle(frame, link);
+        return;
       case 'error':
-        if (!this.tracker.settle(frame, link) && frame.op === 'error') {
-          this.report(new MeshError(isCode(frame.code), `server error: ${frame.message}`));
-        }
+        this.onError(link, frame);
         return;
       case 'message':
         this.route(link, frame);
@@ -337,6 +424,24 @@ export class MeshClient extends Emitter<ClientEvents> {
         // Frames of later protocol versions are ignored.
         return;
     }
+  }
+
+  private onError(link: Link, frame: ErrorFrame): void {
+    if (typeof frame.id === 'number') {
+      this.outboxes.get(link)?.answered(frame.id);
+      const wait = this.tracker.retryAfter(frame, link);
+      if (wait !== undefined) {
+        this.outboxOf(link).retry(frame.id, this.tracker.frameOf(frame.id)!.op, wait);
+        return;
+      }
+    }
+    if (this.tracker.settle(frame, link)) return;
+    if (frame.id === null && frame.code === 'unauthorized') {
+      // The token expired: the node closes the connection next, and that is where it is handled.
+      link.expiry = new MeshError('unauthorized', frame.message);
+      return;
+    }
+    this.report(new MeshError(isCode(frame.code), `server error: ${frame.message}`));
   }
 
   private route(link: Link, frame: MessageFrame): void {

@@ -1,15 +1,19 @@
 import { MeshError, type HelloResult, type ServerFrame } from '@meshmq/shared';
 import { Backoff } from './backoff.js';
 import { Link, type CloseInfo } from './link.js';
+import { unref } from './timers.js';
+import type { Credentials } from './token.js';
 import type { ConnectionState } from './types.js';
 import { UrlList } from './urls.js';
 import type { ResolvedOptions } from './options.js';
-import type { WebSocketConstructor } from './websocket.js';
+import type { SocketOpener } from './websocket.js';
 
 /** A connection that stayed up this long resets the backoff. */
 const STABLE_MS = 5000;
 /** Close code the client uses when it gives up on a connection itself. */
 export const CLIENT_CLOSE_CODE = 4000;
+/** Close code of a node whose connection's token expired without a refresh (docs/protocol.md). */
+export const CLOSE_TOKEN_EXPIRED = 4001;
 
 export interface ConnectorHooks {
   onFrame(link: Link, frame: ServerFrame): void;
@@ -28,8 +32,9 @@ export interface ConnectorHooks {
 
 /**
  * Keeps one connection up: tries the URLs in rounds, with backoff between
- * rounds, greets each new connection with hello, watches it with a
- * heartbeat, and starts over when it is lost, until stopped.
+ * rounds, presents a current token and greets each new connection with
+ * hello, watches it with a heartbeat, and starts over when it is lost, until
+ * stopped.
  */
 export class Connector {
   state: ConnectionState = 'idle';
@@ -37,10 +42,15 @@ export class Connector {
   link: Link | undefined;
   private readonly urls: UrlList;
   private readonly backoff: Backoff;
-  private readonly WebSocket: WebSocketConstructor;
   private stopped = false;
+  private readonly stopSignal: Promise<undefined>;
+  private signalStop!: () => void;
   /** The last connection ended by a move: reconnect without backoff. */
   private moving = false;
+  /** The last connection's token expired and a new one can be had: reconnect at once. */
+  private renewing = false;
+  /** The token of the last connection closed for expiry; the same token expiring again waits for the backoff. */
+  private expiredToken: string | undefined;
   private sleeping: { timer: ReturnType<typeof setTimeout>; wake: () => void } | undefined;
   private abortAttempt: (() => void) | undefined;
   private opening: Link | undefined;
@@ -49,12 +59,13 @@ export class Connector {
 
   constructor(
     private readonly options: ResolvedOptions,
-    WebSocket: WebSocketConstructor,
+    private readonly openSocket: SocketOpener,
+    private readonly credentials: Credentials,
     private readonly hooks: ConnectorHooks,
   ) {
     this.urls = new UrlList(options.urls);
     this.backoff = new Backoff(options.reconnect);
-    this.WebSocket = WebSocket;
+    this.stopSignal = new Promise((resolve) => (this.signalStop = () => resolve(undefined)));
   }
 
   /** The connection new requests go on: greeted, and not being drained by its node. */
@@ -92,6 +103,7 @@ export class Connector {
   async stop(): Promise<void> {
     if (this.stopped) return this.running;
     this.stopped = true;
+    this.signalStop();
     this.abortAttempt?.();
     this.opening?.close(1000, 'client closed');
     this.link?.close(1000, 'client closed');
@@ -114,7 +126,9 @@ export class Connector {
     let firstRound = true;
     this.setState('connecting');
     while (!this.stopped) {
-      if (this.moving) {
+      if (this.renewing) {
+        this.renewing = false;
+      } else if (this.moving) {
         this.moving = false;
         // A planned move: come back soon, spread a little so that a node's clients do not all arrive at once.
         await this.sleep(Math.random() * this.options.reconnect.initialDelayMs);
@@ -145,17 +159,31 @@ export class Connector {
     // Restores subscriptions and sends queued requests before anyone hears of the state change.
     this.hooks.onReady(link, reconnect);
     this.setState('connected');
-    await link.closed;
+    const { code } = await link.closed;
     this.stopHeartbeat();
     this.link = undefined;
     if (Date.now() - since >= STABLE_MS) this.backoff.reset();
+    if (code === CLOSE_TOKEN_EXPIRED && this.credentials.refreshable && link.token !== this.expiredToken) {
+      // A token function that keeps returning the expired token must not make the client spin: once per token.
+      this.expiredToken = link.token;
+      this.renewing = true;
+    }
   }
 
-  /** Opens and greets one connection; undefined when that fails. */
+  /** Gets a token, opens and greets one connection; undefined when that fails. */
   private async attempt(url: string): Promise<Link | undefined> {
+    let token: string | undefined;
+    try {
+      token = await Promise.race([this.credentials.get(), this.stopSignal]);
+    } catch (err) {
+      if (!this.stopped) this.hooks.onAttemptFailed(url, MeshError.from(err));
+      return undefined;
+    }
+    if (this.stopped) return undefined;
     const opening = Link.open(
-      this.WebSocket,
+      this.openSocket,
       url,
+      token,
       this.options.connectTimeoutMs,
       (link, frame) => this.hooks.onFrame(link, frame),
       (link, error) => this.hooks.onBadFrame(link, error),
@@ -186,7 +214,9 @@ export class Connector {
       ]);
     } catch (err) {
       link.close(CLIENT_CLOSE_CODE, 'hello failed');
-      if (!this.stopped) this.hooks.onAttemptFailed(url, MeshError.from(err));
+      // A token that expired (within the node's clock tolerance) is refused right after the handshake.
+      const error = link.expiry ? new MeshError('unauthorized', `${url} closed the connection: ${link.expiry.message}`) : MeshError.from(err);
+      if (!this.stopped) this.hooks.onAttemptFailed(url, error);
       return undefined;
     } finally {
       this.opening = undefined;
@@ -230,9 +260,4 @@ export class Connector {
       this.sleeping = { timer: setTimeout(wake, ms), wake };
     });
   }
-}
-
-/** Lets Node exit while only this timer is left; a no-op in browsers. */
-export function unref(timer: unknown): void {
-  (timer as { unref?: () => void }).unref?.();
 }

@@ -1,6 +1,7 @@
 import { DEFAULTS, MeshError, groupKey, type MessageFrame, type RequestBody } from '@meshmq/shared';
 import type { Link } from './link.js';
 import { Resumable, type ResumableHost } from './resumable.js';
+import { unref } from './timers.js';
 import type { Gap, GroupMessage } from './types.js';
 
 export interface ConsumeOptions {
@@ -76,7 +77,7 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
         new Promise((resolve) => {
           timer = setTimeout(resolve, this.ackWaitMs);
           // Waiting for handlers must not by itself keep a Node process alive.
-          (timer as { unref?: () => void }).unref?.();
+          unref(timer);
         }),
       ]);
       clearTimeout(timer);

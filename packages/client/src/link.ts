@@ -1,5 +1,6 @@
-import { MeshError, type HelloResult, type ServerFrame } from '@meshmq/shared';
-import { WS_OPEN, type WebSocketConstructor, type WebSocketLike } from './websocket.js';
+import { MeshError, type AuthInfo, type HelloResult, type ServerFrame } from '@meshmq/shared';
+import { unref } from './timers.js';
+import { WS_OPEN, type SocketOpener, type WebSocketLike } from './websocket.js';
 
 /** How long a polite close may wait for the server before the socket is dropped. */
 const FORCE_CLOSE_MS = 1000;
@@ -17,6 +18,10 @@ export interface CloseInfo {
 export class Link {
   /** The hello reply of this connection, once received. */
   hello: HelloResult | undefined;
+  /** Who the connection acts as: from hello, then from each token refresh. */
+  auth: AuthInfo | undefined;
+  /** An `unauthorized` error the node sent on its own: the token expired, and the node closes the connection. */
+  expiry: MeshError | undefined;
   /** The node asked the client to move elsewhere: send it nothing new. */
   draining = false;
   /** Time the last frame arrived, for the heartbeat. */
@@ -28,6 +33,8 @@ export class Link {
 
   private constructor(
     readonly url: string,
+    /** The token the connection acts with: the one it was opened with, then each refreshed one. */
+    public token: string | undefined,
     private readonly ws: WebSocketLike,
     private readonly onFrame: (link: Link, frame: ServerFrame) => void,
     private readonly onBadFrame: (link: Link, error: MeshError) => void,
@@ -43,31 +50,36 @@ export class Link {
     };
   }
 
-  /** Opens a WebSocket to `url`; rejects with `unavailable` on failure or after `timeoutMs`. */
+  /**
+   * Opens a WebSocket to `url` presenting `token`. Rejects with the server's
+   * refusal where the implementation exposes it (`unauthorized` for a bad
+   * token), else with `unavailable`, on failure or after `timeoutMs`.
+   */
   static open(
-    WebSocket: WebSocketConstructor,
+    openSocket: SocketOpener,
     url: string,
+    token: string | undefined,
     timeoutMs: number,
     onFrame: (link: Link, frame: ServerFrame) => void,
     onBadFrame: (link: Link, error: MeshError) => void,
   ): { link: Promise<Link>; abort: () => void } {
-    let ws: WebSocketLike | undefined;
     let settle: ((error?: MeshError) => void) | undefined;
     const link = new Promise<Link>((resolve, reject) => {
+      let socket: WebSocketLike;
+      let refusal: (() => MeshError | undefined) | undefined;
       try {
-        ws = new WebSocket(url);
+        ({ socket, refusal } = openSocket(url, token));
       } catch (err) {
         reject(new MeshError('unavailable', `cannot connect to ${url}: ${describe(err)}`, { cause: err }));
         return;
       }
-      const socket = ws;
       const timer = setTimeout(() => settle?.(new MeshError('unavailable', `connecting to ${url} timed out after ${timeoutMs} ms`)), timeoutMs);
       settle = (error) => {
         settle = undefined;
         clearTimeout(timer);
         socket.onopen = socket.onclose = socket.onerror = null;
         if (!error) {
-          resolve(new Link(url, socket, onFrame, onBadFrame));
+          resolve(new Link(url, token, socket, onFrame, onBadFrame));
           return;
         }
         socket.onerror = () => {};
@@ -77,7 +89,7 @@ export class Link {
       let detail = '';
       socket.onerror = (event) => (detail = describe(event));
       socket.onclose = (event) =>
-        settle?.(new MeshError('unavailable', `cannot connect to ${url}: ${detail || `closed with code ${event.code}`}`));
+        settle?.(refusal?.() ?? new MeshError('unavailable', `cannot connect to ${url}: ${detail || `closed with code ${event.code}`}`));
       socket.onopen = () => settle?.();
     });
     return { link, abort: () => settle?.(new MeshError('unavailable', 'connection attempt aborted')) };
@@ -114,7 +126,7 @@ export class Link {
       if (this.ws.terminate) {
         // `ws` waits up to 30 s for the server's close frame, keeping Node alive; a server that is gone never sends it.
         this.forceTimer = setTimeout(() => terminate(this.ws), FORCE_CLOSE_MS);
-        (this.forceTimer as { unref?: () => void }).unref?.();
+        unref(this.forceTimer);
       }
     }
     this.finish({ code, reason });

@@ -1,5 +1,6 @@
 import { DEFAULTS, MeshError } from '@meshmq/shared';
 import { BACKOFF_DEFAULTS, type BackoffOptions } from './backoff.js';
+import type { TokenOption } from './token.js';
 import type { WebSocketConstructor } from './websocket.js';
 
 export interface MeshClientOptions {
@@ -11,6 +12,17 @@ export interface MeshClientOptions {
    * `urls`, the page's own origin is used.
    */
   urls?: string[];
+  /**
+   * The access token (a JWT) for nodes that require one: a string, or a
+   * function returning one (or a promise of one). A function is called
+   * before every connection attempt and, before the connection's token
+   * expires, for a new one, which the connection switches to without
+   * reconnecting (see the README). With the `ws` package (Node's default)
+   * the token is sent in an `Authorization: Bearer` header; with a browser's
+   * or a given `WebSocket`, as the `token` query parameter of the URL.
+   * Default: none.
+   */
+  token?: TokenOption;
   /** Delay between reconnect rounds. Default `{ initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.5 }`. */
   reconnect?: BackoffOptions;
   /**
@@ -39,6 +51,7 @@ export interface MeshClientOptions {
 
 export interface ResolvedOptions {
   urls: string[];
+  token: TokenOption | undefined;
   reconnect: Required<BackoffOptions>;
   requestTimeoutMs: number;
   connectTimeoutMs: number;
@@ -74,6 +87,7 @@ export function resolveOptions(options: MeshClientOptions): ResolvedOptions {
   }
   return {
     urls,
+    token: options.token,
     reconnect: {
       initialDelayMs: positive('reconnect.initialDelayMs', options.reconnect?.initialDelayMs, BACKOFF_DEFAULTS.initialDelayMs),
       maxDelayMs: positive('reconnect.maxDelayMs', options.reconnect?.maxDelayMs, BACKOFF_DEFAULTS.maxDelayMs),

@@ -24,15 +24,34 @@ export type DropPolicy = 'resend' | 'reject' | 'resolve';
 /** Ops that change what the broker stores: once sent, a lost answer leaves their outcome unknown. */
 const WRITES: ReadonlySet<RequestOp> = new Set<RequestOp>(['publish', 'ack', 'nack']);
 
+/** Ops sent again, within their timeout, when the node answers `rate_limited`. */
+const RETRIED_WHEN_LIMITED: ReadonlySet<RequestOp> = new Set<RequestOp>(['publish', 'history']);
+
+/** The wait after a `rate_limited` answer that names none. */
+export const DEFAULT_RETRY_AFTER_MS = 100;
+
+/**
+ * Where a request is: waiting for a connection (`queued`), in a
+ * connection's outbox waiting for room (`outbox`), or sent on it and not
+ * answered (`sent`).
+ */
+type Stage = 'queued' | 'outbox' | 'sent';
+
 interface Pending {
   id: number;
   frame: RequestBody;
   policy: DropPolicy;
   /** Bound requests are sent on one given link and never queued. */
   bound: boolean;
+  stage: Stage;
+  /** The link of the `outbox` and `sent` stages. */
   link: Link | undefined;
-  /** Sent at least once, on any link. */
-  sent: boolean;
+  /** Sent on a connection lost before the answer came: it may have taken effect. */
+  uncertain: boolean;
+  /** The node's last `rate_limited` answer, while the request waits to go again. */
+  limited: MeshError | undefined;
+  /** Time after which it fails (ms since the epoch). */
+  deadline: number;
   resolve: (reply: OkFrame) => void;
   reject: (error: MeshError) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -47,14 +66,15 @@ export class RequestTracker {
   /** Requests waiting for a connection. */
   get queued(): number {
     let count = 0;
-    for (const p of this.pending.values()) if (!p.link) count++;
+    for (const p of this.pending.values()) if (p.stage === 'queued') count++;
     return count;
   }
 
   /**
    * Registers a request. Unless its reply arrives within `timeoutMs` of now,
-   * however often it is sent, it fails: with `unavailable` if it was never
-   * sent or reads only, with `maybe_stored` if it was sent and changes state.
+   * however often it is sent, it fails: with `maybe_stored` if it changes
+   * state and was sent without an answer, with `rate_limited` if the node
+   * kept refusing it so, else with `unavailable`.
    */
   create<Op extends RequestOp>(
     frame: RequestBody<Op>,
@@ -70,8 +90,11 @@ export class RequestTracker {
         frame,
         policy,
         bound,
+        stage: 'queued',
         link: undefined,
-        sent: false,
+        uncertain: false,
+        limited: undefined,
+        deadline: Date.now() + timeoutMs,
         resolve: (ok) => resolve(resultOf<Op>(ok)),
         reject,
         timer,
@@ -86,18 +109,50 @@ export class RequestTracker {
     return p && { ...p.frame, id };
   }
 
+  /** Request `id` waits in the outbox of `link`. */
+  assign(id: number, link: Link): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    p.stage = 'outbox';
+    p.link = link;
+  }
+
+  /** True when request `id` waits in the outbox of `link`: it is still to be sent there. */
+  isWaitingOn(id: number, link: Link): boolean {
+    const p = this.pending.get(id);
+    return p !== undefined && p.stage === 'outbox' && p.link === link;
+  }
+
   markSent(id: number, link: Link): void {
     const p = this.pending.get(id);
     if (!p) return;
+    p.stage = 'sent';
     p.link = link;
-    p.sent = true;
+    p.limited = undefined;
   }
 
   /** Ids of queued (unsent, unbound) requests, oldest first. */
   queuedIds(): number[] {
     const ids: number[] = [];
-    for (const p of this.pending.values()) if (!p.link && !p.bound) ids.push(p.id);
+    for (const p of this.pending.values()) if (p.stage === 'queued' && !p.bound) ids.push(p.id);
     return ids;
+  }
+
+  /**
+   * When `frame` is a `rate_limited` answer to a publish or history sent on
+   * `from` that may still go again within its timeout: puts the request
+   * back in the outbox of `from` and returns how long it must wait first.
+   * Otherwise undefined: settle the frame.
+   */
+  retryAfter(frame: ErrorFrame, from: Link): number | undefined {
+    if (frame.code !== 'rate_limited' || typeof frame.id !== 'number') return undefined;
+    const p = this.pending.get(frame.id);
+    if (!p || p.stage !== 'sent' || p.link !== from || !RETRIED_WHEN_LIMITED.has(p.frame.op)) return undefined;
+    const wait = frame.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS;
+    if (Date.now() + wait >= p.deadline) return undefined;
+    p.stage = 'outbox';
+    p.limited = errorOf(frame);
+    return wait;
   }
 
   /** Settles the request a reply frame answers; false when no request has that id. */
@@ -105,11 +160,17 @@ export class RequestTracker {
     if (typeof frame.id !== 'number') return false;
     const p = this.pending.get(frame.id);
     // A reply can only answer a request sent on the same connection.
-    if (!p || p.link !== from) return false;
+    if (!p || p.stage !== 'sent' || p.link !== from) return false;
     this.pending.delete(p.id);
     clearTimeout(p.timer);
-    if (frame.op === 'ok') p.resolve(frame);
-    else p.reject(new MeshError(isErrorCode(frame.code) ? frame.code : 'internal', frame.message));
+    if (frame.op === 'ok') {
+      p.resolve(frame);
+      return true;
+    }
+    const error = errorOf(frame);
+    // "Nothing stored" holds for this send only: an earlier one, unanswered, may have stored it.
+    if (p.uncertain && (error.code === 'unavailable' || error.code === 'rate_limited')) p.reject(unanswered(p, error.message));
+    else p.reject(error);
     return true;
   }
 
@@ -121,11 +182,14 @@ export class RequestTracker {
     p.reject(error);
   }
 
-  /** Applies each request's drop policy to the requests sent on `link`. */
+  /** Applies each request's drop policy to the requests waiting on or sent on `link`. */
   linkLost(link: Link): void {
     for (const p of [...this.pending.values()]) {
       if (p.link !== link) continue;
+      const sent = p.stage === 'sent';
+      if (sent) p.uncertain = true;
       if (p.policy === 'resend' && !p.bound) {
+        p.stage = 'queued';
         p.link = undefined;
         continue;
       }
@@ -135,7 +199,8 @@ export class RequestTracker {
         p.resolve({ op: 'ok', id: p.id });
         continue;
       }
-      this.reject(p.id, unanswered(p, `the connection to ${link.url} was lost before '${p.frame.op}' was answered`));
+      const what = `the connection to ${link.url} was lost before '${p.frame.op}' was ${sent ? 'answered' : 'sent'}`;
+      this.reject(p.id, sent ? unanswered(p, what) : new MeshError('unavailable', what));
     }
   }
 
@@ -145,7 +210,8 @@ export class RequestTracker {
    */
   rejectAll(error: MeshError): void {
     for (const p of [...this.pending.values()]) {
-      this.reject(p.id, p.sent && WRITES.has(p.frame.op) ? unanswered(p, `${error.message}, and '${p.frame.op}' sent earlier was not answered`) : error);
+      const unknown = (p.stage === 'sent' || p.uncertain) && WRITES.has(p.frame.op);
+      this.reject(p.id, unknown ? unanswered(p, `${error.message}, and '${p.frame.op}' sent earlier was not answered`) : error);
     }
   }
 
@@ -153,13 +219,25 @@ export class RequestTracker {
     const p = this.pending.get(id);
     if (!p) return;
     const { op } = p.frame;
-    if (p.sent) {
+    if (p.stage === 'sent' || p.uncertain) {
       this.reject(id, unanswered(p, `no reply to '${op}' within ${timeoutMs} ms`));
       return;
     }
+    if (p.limited) {
+      const options = p.limited.retryAfterMs === undefined ? {} : { retryAfterMs: p.limited.retryAfterMs };
+      this.reject(id, new MeshError('rate_limited', `'${op}' was still rate limited after ${timeoutMs} ms: ${p.limited.message}`, options));
+      return;
+    }
+    const why = p.stage === 'outbox' ? 'the connection had as many requests unanswered as the node allows' : 'not connected';
     const key = p.frame.op === 'publish' ? `; key '${p.frame.key}'` : '';
-    this.reject(id, new MeshError('unavailable', `'${op}' could not be sent within ${timeoutMs} ms: not connected${key}`));
+    this.reject(id, new MeshError('unavailable', `'${op}' could not be sent within ${timeoutMs} ms: ${why}${key}`));
   }
+}
+
+/** The MeshError of an error frame; a code this SDK does not know counts as `internal`. */
+function errorOf(frame: ErrorFrame): MeshError {
+  const code = isErrorCode(frame.code) ? frame.code : 'internal';
+  return new MeshError(code, frame.message, typeof frame.retryAfterMs === 'number' ? { retryAfterMs: frame.retryAfterMs } : undefined);
 }
 
 /**

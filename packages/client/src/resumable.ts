@@ -17,7 +17,7 @@ export interface ResumableHost {
 }
 
 /** Failures that another attempt would only repeat. */
-const PERMANENT: readonly ErrorCode[] = ['bad_request', 'unauthorized', 'forbidden', 'not_found', 'payload_too_large'];
+const PERMANENT: readonly ErrorCode[] = ['bad_request', 'unauthorized', 'forbidden', 'not_found', 'payload_too_large', 'limit_exceeded'];
 
 /**
  * Server-side state a client must re-create on every connection: a fan-out

@@ -1,4 +1,4 @@
-import type { MeshError } from '@meshmq/shared';
+import type { AuthInfo, MeshError } from '@meshmq/shared';
 
 /** One message of a topic, as handed to a subscription handler. */
 export interface Message<T = unknown> {
@@ -65,8 +65,14 @@ export interface ClientEvents {
    * Requests wait until the next connection; `disconnected` and `connected` follow.
    */
   moving: [info: { url: string; nodes: string[] }];
-  /** A connection attempt failed; the client goes on trying. */
+  /**
+   * A connection attempt failed; the client goes on trying. A node that
+   * refused the token gives `unauthorized` with its reason (in Node; a
+   * browser cannot see why a handshake was refused: `unavailable`).
+   */
   connectFailed: [info: { url: string; error: MeshError }];
+  /** Who the connection acts as changed: a new connection, or its token was refreshed. */
+  auth: [auth: AuthInfo];
   /**
    * After a reconnect, every subscription and group membership was restored.
    * `recovered` is false when some subscription has a gap (see `gaps`).
@@ -76,8 +82,9 @@ export interface ClientEvents {
   gap: [gap: Gap];
   /**
    * Failures with nobody else to report to: a handler that threw, an auto-ack
-   * that failed, a subscription the server ended. Without a listener they are
-   * logged with console.error.
+   * that failed, a subscription the server ended, a token refresh that
+   * failed, a token given as a string that expired. Without a listener they
+   * are logged with console.error.
    */
   error: [error: MeshError];
 }
