@@ -1,4 +1,4 @@
-import { MeshError, type HelloResult, type ServerFrame } from '@meshmq/shared';
+import { CLOSE_CODES, MeshError, type HelloResult, type ServerFrame } from '@meshmq/shared';
 import { Backoff } from './backoff.js';
 import { Link, type CloseInfo } from './link.js';
 import { unref } from './timers.js';
@@ -12,8 +12,8 @@ import type { SocketOpener } from './websocket.js';
 const STABLE_MS = 5000;
 /** Close code the client uses when it gives up on a connection itself. */
 export const CLIENT_CLOSE_CODE = 4000;
-/** Close code of a node whose connection's token expired without a refresh (docs/protocol.md). */
-export const CLOSE_TOKEN_EXPIRED = 4001;
+/** The node closed the connection because its token expired (reconnect with a fresh one). */
+export const CLOSE_TOKEN_EXPIRED = CLOSE_CODES.tokenExpired;
 
 export interface ConnectorHooks {
   onFrame(link: Link, frame: ServerFrame): void;

@@ -368,3 +368,20 @@ export type RequestBody<Op extends RequestOp = RequestOp> = (Op extends RequestO
 export type ResultOf<Op extends RequestOp> = RequestResults[Op];
 
 export const PROTOCOL_VERSION = 1;
+
+/**
+ * WebSocket close codes a node closes connections with (docs/protocol.md).
+ * Errors never close a connection; only these do.
+ */
+export const CLOSE_CODES = {
+  /** A frame larger than the frame limit. */
+  tooBig: 1009,
+  /** The node is draining: reconnect to one of the nodes of the `move` frame. */
+  draining: 1012,
+  /** The token expired without a refresh: reconnect with a new one. */
+  tokenExpired: 4001,
+  /** A frame was started and not finished within the frame timeout. */
+  frameTimeout: 4002,
+  /** The client does not read: more was queued for it than the node keeps. */
+  tooSlow: 4008,
+} as const;

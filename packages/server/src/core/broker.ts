@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import {
+  CLOSE_CODES,
   DEFAULTS,
   MeshError,
   PROTOCOL_VERSION,
@@ -107,7 +108,7 @@ export class Broker implements SessionContext {
     this.sessions.add(session);
     if (this.draining) {
       session.move(this.draining.nodes);
-      session.disconnect(1012, 'node draining');
+      session.disconnect(CLOSE_CODES.draining, 'node draining');
     }
     return session;
   }
@@ -128,7 +129,7 @@ export class Broker implements SessionContext {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
     clearTimeout(timer);
-    for (const session of this.sessions) session.disconnect(1012, 'node draining');
+    for (const session of this.sessions) session.disconnect(CLOSE_CODES.draining, 'node draining');
   }
 
   sessionClosed(session: Session): void {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
+  CLOSE_CODES,
   MeshError,
   groupKey,
   parseRequest,
@@ -50,10 +51,6 @@ export interface SessionContext {
   sessionClosed(session: Session): void;
 }
 
-/** Close code of a connection whose token expired without a refresh (docs/protocol.md). */
-export const CLOSE_TOKEN_EXPIRED = 4001;
-/** Close code of a connection whose client stopped reading while the node had more to send than it may queue. */
-export const CLOSE_TOO_SLOW = 4008;
 /** Outgoing bytes past which a connection that does not read is closed (the node stops producing at the high-water mark). */
 export const MAX_BUFFERED_BYTES = 16 * HIGH_WATER_MARK;
 
@@ -165,7 +162,7 @@ export class Session {
     this.connection.send(frame);
     if (this.connection.bufferedAmount() > MAX_BUFFERED_BYTES) {
       this.context.logger.warn({ session: this.id, sub: this.sub, buffered: this.connection.bufferedAmount() }, 'closing a connection that does not read');
-      this.connection.close(CLOSE_TOO_SLOW, 'too slow: the client does not read what it asked for');
+      this.connection.close(CLOSE_CODES.tooSlow, 'too slow: the client does not read what it asked for');
     }
   }
 
@@ -233,7 +230,7 @@ export class Session {
     if (expiresAt === null) return;
     const expire = () => {
       this.sendError(null, new MeshError('unauthorized', `the token expired at ${new Date(expiresAt).toISOString()}; connect again with a new one`));
-      this.connection.close(CLOSE_TOKEN_EXPIRED, 'token expired');
+      this.connection.close(CLOSE_CODES.tokenExpired, 'token expired');
     };
     // Timers hold at most about 24.8 days; check again then.
     const delay = expiresAt - Date.now();

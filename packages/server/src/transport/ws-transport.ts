@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { MeshError, type ServerFrame } from '@meshmq/shared';
+import { CLOSE_CODES, MeshError, type ServerFrame } from '@meshmq/shared';
 import type { Principal } from '../core/access.js';
 import type { Connection } from '../core/connection.js';
 import type { Session } from '../core/session.js';
@@ -23,8 +23,6 @@ export interface WsTransportOptions {
   logger: Logger;
 }
 
-/** Close code for a frame that stalled (docs/protocol.md). */
-export const CLOSE_FRAME_TIMEOUT = 4002;
 
 /**
  * The plain WebSocket endpoint: one JSON text frame per request, reply or
@@ -75,7 +73,7 @@ export class WsTransport {
     ws.on('pong', () => this.alive.add(ws));
     this.watchdog.watch(ws, () => {
       this.options.logger.info({ session: session.id, sub: session.sub }, 'dropping a connection whose frame stalled');
-      ws.close(CLOSE_FRAME_TIMEOUT, 'frame timeout');
+      ws.close(CLOSE_CODES.frameTimeout, 'frame timeout');
       // A client that stalls mid-frame will not finish the closing handshake either.
       setTimeout(() => ws.terminate(), 1000).unref();
     });

@@ -9,6 +9,8 @@ import { errorText } from './api.js';
 export const client = new MeshClient({
   name: 'meshmq-console',
   reconnect: { initialDelayMs: 200, maxDelayMs: 3000 },
+  // The console shows the node that served it (its admin API is that node's): it never moves to another.
+  discoverNodes: false,
 });
 
 export type IndicatorState = ConnectionState | 'recovered';
