@@ -219,6 +219,8 @@ export class BrokerNode {
       pid: process.pid,
       version: VERSION,
       engine: this.engine.kind,
+      // Whether clients need a token (the console asks for one before connecting).
+      auth: this.gate.requiresToken ? 'token' : 'anonymous',
       uptimeMs: Date.now() - this.startedAt,
       ...this.broker.stats(),
     };
