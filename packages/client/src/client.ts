@@ -27,7 +27,7 @@ import type { Resumable, ResumableHost } from './resumable.js';
 import { FanoutSubscription, type MessageHandler, type SubscribeOptions, type Subscription } from './subscription.js';
 import { Credentials } from './token.js';
 import { TokenRefresh } from './token-refresh.js';
-import type { ClientEvents, ConnectionState, Gap, Message } from './types.js';
+import type { ClientEvents, ConnectionState, Gap, Message, RetryInfo } from './types.js';
 import { queryTokenOpener } from './websocket.js';
 
 export interface PublishOptions {
@@ -59,9 +59,11 @@ export interface HistoryPage<T = unknown> {
 /**
  * The MeshMQ client: one WebSocket connection to one node of a cluster, kept
  * up across failures. Publishes wait while disconnected and are re-sent with
- * their idempotency key; subscriptions and group memberships are restored on
- * every new connection, subscriptions from the offset after the last one
- * received, so handlers see each message once and in order.
+ * their idempotency key; requests the node refuses for now (its storage is
+ * briefly down) are sent again within `requestTimeoutMs`; subscriptions and
+ * group memberships are restored on every new connection, subscriptions
+ * from the offset after the last one received, so handlers see each message
+ * once and in order.
  */
 export class MeshClient extends Emitter<ClientEvents> {
   private readonly options: ResolvedOptions;
@@ -219,9 +221,11 @@ export class MeshClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * Appends a message to a topic; resolves once it is durable. Rejects with a
-   * MeshError that carries the publish's `key`; its code says what happened
-   * (`maybe_stored`: publish again with that key to find out; see the README).
+   * Appends a message to a topic; resolves once it is durable. Answers that
+   * it was not stored, or may have been, are retried with the same key
+   * within `requestTimeoutMs`. Rejects with a MeshError that carries the
+   * publish's `key`; its code says what happened (`maybe_stored`: publish
+   * again with that key to find out; see the README).
    */
   publish<T = unknown>(topic: string, data: T, options: PublishOptions = {}): Promise<PublishResult> {
     const key = options.key ?? randomKey();
@@ -429,9 +433,11 @@ export class MeshClient extends Emitter<ClientEvents> {
   private onError(link: Link, frame: ErrorFrame): void {
     if (typeof frame.id === 'number') {
       this.outboxes.get(link)?.answered(frame.id);
-      const wait = this.tracker.retryAfter(frame, link);
-      if (wait !== undefined) {
-        this.outboxOf(link).retry(frame.id, this.tracker.frameOf(frame.id)!.op, wait);
+      const retry = this.tracker.retry(frame, link);
+      if (retry) {
+        const { request, code, attempt, delayMs } = retry;
+        this.outboxOf(link).retry(frame.id, request.op, delayMs, code === 'rate_limited');
+        this.emit('retry', { op: request.op, topic: retryTopic(request), code, attempt, delayMs, ...retryDetail(request) });
         return;
       }
     }
@@ -490,6 +496,19 @@ function toMessage<T>(frame: MessageFrame): Message<T> {
   const message: Message<T> = { topic: frame.topic, offset: frame.offset, epoch: frame.epoch, ts: frame.ts, data: frame.data as T };
   if (frame.key !== undefined) message.key = frame.key;
   return message;
+}
+
+/** The topic a retried request is about (every retried op has one). */
+function retryTopic(request: RequestBody): string {
+  return 'topic' in request && typeof request.topic === 'string' ? request.topic : '';
+}
+
+/** What identifies a retried request beyond its topic: a publish's key, an ack's or nack's group and offset. */
+function retryDetail(request: RequestBody): Pick<RetryInfo, 'key' | 'group' | 'offset'> {
+  if (request.op === 'publish') return { key: request.key };
+  if (request.op === 'ack' || request.op === 'nack') return { group: request.group, offset: request.offset };
+  if (request.op === 'subscribe' && request.group !== undefined) return { group: request.group };
+  return {};
 }
 
 function closedError(): MeshError {

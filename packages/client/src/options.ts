@@ -26,8 +26,11 @@ export interface MeshClientOptions {
   /** Delay between reconnect rounds. Default `{ initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.5 }`. */
   reconnect?: BackoffOptions;
   /**
-   * How long a request may take, queued while disconnected and in flight,
-   * before it fails with `unavailable`. Keep it below the broker's dedupe
+   * How long a request may take, queued while disconnected, sent again
+   * after answers such as `unavailable` (see the README, "Failures and
+   * retries") and in flight, before it fails: with `maybe_stored` if a
+   * publish, ack or nack may have taken effect, else with the code of the
+   * node's last answer or `unavailable`. Keep it below the broker's dedupe
    * window (2 minutes) so that a re-sent publish can never be stored twice.
    * Default 10000.
    */

@@ -22,10 +22,12 @@ interface Entry {
  * The requests of one connection on their way out. It keeps to the node's
  * limits, so that a burst (such as the offline queue flushed on
  * reconnecting) is not refused: at most `maxInflight` requests are
- * unanswered at once, the rest wait in order. A request the node answered
- * with `rate_limited` waits the time the node named and goes again; after a
- * publish was limited, publishes go at the node's `publishRate` until none
- * waits, rather than all at once to be limited again.
+ * unanswered at once, the rest wait in order. A request the node refused
+ * for now waits the time the request tracker says and goes again; a
+ * publish waiting so holds back the later publishes, which keeps their
+ * order. After a publish was rate limited, publishes go at the node's
+ * `publishRate` until none waits, rather than all at once to be limited
+ * again.
  */
 export class Outbox {
   /** Ids of requests sent and not answered: the node counts them. */
@@ -54,11 +56,15 @@ export class Outbox {
     if (this.unanswered.delete(id)) this.pump();
   }
 
-  /** The node refused request `id` with `rate_limited`: sends it again in `afterMs`. */
-  retry(id: number, op: RequestOp, afterMs: number): void {
+  /**
+   * The node refused request `id` for now: sends it again in `afterMs`.
+   * After `rate_limited` (`paced`), publishes go at the node's
+   * `publishRate` from then on until none waits.
+   */
+  retry(id: number, op: RequestOp, afterMs: number, paced: boolean): void {
     const notBefore = Date.now() + afterMs;
     const publish = op === 'publish';
-    if (publish && (this.limits()?.publishRate ?? 0) > 0) this.nextPublishAt = Math.max(this.nextPublishAt ?? 0, notBefore);
+    if (paced && publish && (this.limits()?.publishRate ?? 0) > 0) this.nextPublishAt = Math.max(this.nextPublishAt ?? 0, notBefore);
     this.enqueue({ id, publish, notBefore });
   }
 

@@ -1,6 +1,7 @@
 import {
   MeshError,
   isErrorCode,
+  type ErrorCode,
   type ErrorFrame,
   type OkFrame,
   type Request,
@@ -8,6 +9,7 @@ import {
   type RequestOp,
   type ResultOf,
 } from '@meshmq/shared';
+import { Backoff, type BackoffOptions } from './backoff.js';
 import type { Link } from './link.js';
 
 /**
@@ -27,8 +29,40 @@ const WRITES: ReadonlySet<RequestOp> = new Set<RequestOp>(['publish', 'ack', 'na
 /** Ops sent again, within their timeout, when the node answers `rate_limited`. */
 const RETRIED_WHEN_LIMITED: ReadonlySet<RequestOp> = new Set<RequestOp>(['publish', 'history']);
 
+/**
+ * Ops sent again, within their timeout, when the node answers `unavailable`
+ * (it did nothing: its storage is briefly down, say). Sending them twice is
+ * harmless: a publish carries its idempotency key, history is a read, an
+ * ack or nack of a lease already settled answers `not_found`, a subscribe
+ * that failed left nothing on the node.
+ */
+const RETRIED_WHEN_UNAVAILABLE: ReadonlySet<RequestOp> = new Set<RequestOp>(['publish', 'history', 'ack', 'nack', 'subscribe']);
+
+/** Ops sent again, within their timeout, when the node answers `maybe_stored` (the same ones, but reads never get it). */
+const RETRIED_WHEN_MAYBE_STORED: ReadonlySet<RequestOp> = new Set<RequestOp>(['publish', 'ack', 'nack', 'subscribe']);
+
 /** The wait after a `rate_limited` answer that names none. */
 export const DEFAULT_RETRY_AFTER_MS = 100;
+
+/**
+ * The waits between sends of a request the node answered `unavailable` or
+ * `maybe_stored`: 100 ms, doubling up to 1 s, each shortened by up to half
+ * at random so that requests refused together do not all come back
+ * together. Short, because the outages they ride through (a Redis restart
+ * or failover) last seconds and every wait adds to the request's latency.
+ */
+export const RETRY_BACKOFF: Readonly<Required<BackoffOptions>> = { initialDelayMs: 100, maxDelayMs: 1000, jitter: 0.5 };
+
+/** A request the node refused for now, going again. */
+export interface Retry {
+  request: RequestBody;
+  /** The node's answer: `unavailable`, `maybe_stored` or `rate_limited`. */
+  code: ErrorCode;
+  /** 1 for the first retry of this request. */
+  attempt: number;
+  /** The wait before it goes again. */
+  delayMs: number;
+}
 
 /**
  * Where a request is: waiting for a connection (`queued`), in a
@@ -46,10 +80,14 @@ interface Pending {
   stage: Stage;
   /** The link of the `outbox` and `sent` stages. */
   link: Link | undefined;
-  /** Sent on a connection lost before the answer came: it may have taken effect. */
+  /** A send of it may have taken effect: its connection was lost before the answer, or the node answered `maybe_stored`. */
   uncertain: boolean;
-  /** The node's last `rate_limited` answer, while the request waits to go again. */
-  limited: MeshError | undefined;
+  /** The node's last answer that refused it for now, while it waits to go again. */
+  refused: MeshError | undefined;
+  /** Times it was sent again after such an answer. */
+  retries: number;
+  /** Waits between retries after `unavailable` and `maybe_stored`; made at the first. */
+  backoff: Backoff | undefined;
   /** Time after which it fails (ms since the epoch). */
   deadline: number;
   resolve: (reply: OkFrame) => void;
@@ -73,8 +111,9 @@ export class RequestTracker {
   /**
    * Registers a request. Unless its reply arrives within `timeoutMs` of now,
    * however often it is sent, it fails: with `maybe_stored` if it changes
-   * state and was sent without an answer, with `rate_limited` if the node
-   * kept refusing it so, else with `unavailable`.
+   * state and a send of it may have taken effect, else with the code of the
+   * node's last refusal (`unavailable`, `rate_limited`), else with
+   * `unavailable`.
    */
   create<Op extends RequestOp>(
     frame: RequestBody<Op>,
@@ -93,7 +132,9 @@ export class RequestTracker {
         stage: 'queued',
         link: undefined,
         uncertain: false,
-        limited: undefined,
+        refused: undefined,
+        retries: 0,
+        backoff: undefined,
         deadline: Date.now() + timeoutMs,
         resolve: (ok) => resolve(resultOf<Op>(ok)),
         reject,
@@ -128,7 +169,7 @@ export class RequestTracker {
     if (!p) return;
     p.stage = 'sent';
     p.link = link;
-    p.limited = undefined;
+    p.refused = undefined;
   }
 
   /** Ids of queued (unsent, unbound) requests, oldest first. */
@@ -139,20 +180,36 @@ export class RequestTracker {
   }
 
   /**
-   * When `frame` is a `rate_limited` answer to a publish or history sent on
-   * `from` that may still go again within its timeout: puts the request
-   * back in the outbox of `from` and returns how long it must wait first.
-   * Otherwise undefined: settle the frame.
+   * When `frame` refuses a request sent on `from` for now, in a way that
+   * sending it again may pass, and that fits in the request's timeout: puts
+   * the request back in the outbox of `from` and says when it goes again.
+   * That is `rate_limited` for publish and history (after the wait the node
+   * names), and `unavailable` and `maybe_stored` for the ops of
+   * RETRIED_WHEN_UNAVAILABLE and RETRIED_WHEN_MAYBE_STORED (after
+   * RETRY_BACKOFF). Otherwise undefined: settle the frame.
    */
-  retryAfter(frame: ErrorFrame, from: Link): number | undefined {
-    if (frame.code !== 'rate_limited' || typeof frame.id !== 'number') return undefined;
+  retry(frame: ErrorFrame, from: Link): Retry | undefined {
+    if (typeof frame.id !== 'number') return undefined;
     const p = this.pending.get(frame.id);
-    if (!p || p.stage !== 'sent' || p.link !== from || !RETRIED_WHEN_LIMITED.has(p.frame.op)) return undefined;
-    const wait = frame.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS;
-    if (Date.now() + wait >= p.deadline) return undefined;
+    if (!p || p.stage !== 'sent' || p.link !== from) return undefined;
+    const { op } = p.frame;
+    const error = errorOf(frame);
+    let delayMs: number;
+    if (error.code === 'rate_limited' && RETRIED_WHEN_LIMITED.has(op)) {
+      delayMs = frame.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS;
+    } else if ((error.code === 'unavailable' && RETRIED_WHEN_UNAVAILABLE.has(op)) || (error.code === 'maybe_stored' && RETRIED_WHEN_MAYBE_STORED.has(op))) {
+      p.backoff ??= new Backoff(RETRY_BACKOFF);
+      delayMs = p.backoff.next();
+    } else {
+      return undefined;
+    }
+    // A send whose answer would come after the deadline would only turn a clear answer into `maybe_stored`.
+    if (Date.now() + delayMs >= p.deadline) return undefined;
+    if (error.code === 'maybe_stored') p.uncertain = true;
     p.stage = 'outbox';
-    p.limited = errorOf(frame);
-    return wait;
+    p.refused = error;
+    p.retries++;
+    return { request: p.frame, code: error.code, attempt: p.retries, delayMs };
   }
 
   /** Settles the request a reply frame answers; false when no request has that id. */
@@ -168,9 +225,7 @@ export class RequestTracker {
       return true;
     }
     const error = errorOf(frame);
-    // "Nothing stored" holds for this send only: an earlier one, unanswered, may have stored it.
-    if (p.uncertain && (error.code === 'unavailable' || error.code === 'rate_limited')) p.reject(unanswered(p, error.message));
-    else p.reject(error);
+    p.reject(p.uncertain ? afterUncertain(p, error) : error);
     return true;
   }
 
@@ -199,8 +254,8 @@ export class RequestTracker {
         p.resolve({ op: 'ok', id: p.id });
         continue;
       }
-      const what = `the connection to ${link.url} was lost before '${p.frame.op}' was ${sent ? 'answered' : 'sent'}`;
-      this.reject(p.id, sent ? unanswered(p, what) : new MeshError('unavailable', what));
+      const what = `the connection to ${link.url} was lost before '${p.frame.op}' was ${sent ? 'answered' : p.uncertain ? 'sent again' : 'sent'}`;
+      this.reject(p.id, sent || p.uncertain ? unanswered(p, what) : new MeshError('unavailable', what));
     }
   }
 
@@ -219,19 +274,48 @@ export class RequestTracker {
     const p = this.pending.get(id);
     if (!p) return;
     const { op } = p.frame;
-    if (p.stage === 'sent' || p.uncertain) {
+    const key = op === 'publish' ? `; key '${p.frame.key}'` : '';
+    if (p.stage === 'sent') {
       this.reject(id, unanswered(p, `no reply to '${op}' within ${timeoutMs} ms`));
       return;
     }
-    if (p.limited) {
-      const options = p.limited.retryAfterMs === undefined ? {} : { retryAfterMs: p.limited.retryAfterMs };
-      this.reject(id, new MeshError('rate_limited', `'${op}' was still rate limited after ${timeoutMs} ms: ${p.limited.message}`, options));
+    if (p.uncertain) {
+      const last = p.refused ? `; the node's last answer: ${p.refused.code} (${p.refused.message})` : '';
+      this.reject(id, unanswered(p, `'${op}' was not confirmed within ${timeoutMs} ms${last}`));
+      return;
+    }
+    if (p.refused) {
+      const options = p.refused.retryAfterMs === undefined ? {} : { retryAfterMs: p.refused.retryAfterMs };
+      const what = p.refused.code === 'rate_limited' ? 'rate limited' : `refused (${p.refused.code})`;
+      this.reject(id, new MeshError(p.refused.code, `'${op}' was still ${what} after ${timeoutMs} ms${key}: ${p.refused.message}`, options));
       return;
     }
     const why = p.stage === 'outbox' ? 'the connection had as many requests unanswered as the node allows' : 'not connected';
-    const key = p.frame.op === 'publish' ? `; key '${p.frame.key}'` : '';
     this.reject(id, new MeshError('unavailable', `'${op}' could not be sent within ${timeoutMs} ms: ${why}${key}`));
   }
+}
+
+/**
+ * The error of a request a send of which may have taken effect, answered
+ * `error` on a later send. "Nothing stored" (`unavailable`, `rate_limited`)
+ * speaks for that send only. `not_found` to an ack or nack sent again is
+ * what the first one leaves behind if it was applied (the lease is settled)
+ * as much as what a lease that ended leaves: the SDK cannot tell which, so
+ * it says `maybe_stored`, as for an answer lost.
+ */
+function afterUncertain(p: Pending, error: MeshError): MeshError {
+  const { frame } = p;
+  if (error.code === 'unavailable' || error.code === 'rate_limited') return unanswered(p, error.message);
+  if (error.code === 'not_found' && (frame.op === 'ack' || frame.op === 'nack')) {
+    return new MeshError(
+      'maybe_stored',
+      `'${frame.op}' of offset ${frame.offset} may have been applied: an earlier send of it got no certain answer, and sending it again ` +
+        `found the offset no longer leased to this member (${error.message}); if the earlier one was not applied, the lease had ended ` +
+        'and the message is delivered again',
+      { cause: error },
+    );
+  }
+  return error;
 }
 
 /** The MeshError of an error frame; a code this SDK does not know counts as `internal`. */

@@ -1,4 +1,4 @@
-import type { AuthInfo, MeshError } from '@meshmq/shared';
+import type { AuthInfo, ErrorCode, MeshError, RequestOp } from '@meshmq/shared';
 
 /** One message of a topic, as handed to a subscription handler. */
 export interface Message<T = unknown> {
@@ -20,11 +20,16 @@ export interface GroupMessage<T = unknown> extends Message<T> {
   /** 1 on first delivery, 2 on the first redelivery, and so on. */
   delivery: number;
   /**
-   * Settles the message. Rejects with `unavailable` when the connection it
-   * arrived on was lost before the ack went out (the server released it; it
-   * will be redelivered), with `maybe_stored` when the ack went out but its
-   * answer did not come back (it may have been applied; if not, the message
-   * is redelivered), and with `not_found` when its lease had already ended or
+   * Settles the message. While the node cannot (`unavailable`, or
+   * `maybe_stored`: its storage did not answer), the ack is sent again on
+   * the same connection within `requestTimeoutMs` (see the README,
+   * "Failures and retries"). Rejects with `unavailable` when the connection
+   * it arrived on was lost before the ack went out (the server released it;
+   * it will be redelivered) or the node refused it until the timeout; with
+   * `maybe_stored` when an ack went out but its outcome stayed unknown (no
+   * answer, or a retry found the offset no longer leased to this member:
+   * the first was applied, or the lease had ended and the message is
+   * redelivered); and with `not_found` when its lease had already ended or
    * another message took over its offset.
    */
   ack(): Promise<void>;
@@ -48,6 +53,24 @@ export interface Gap {
    * - `skipped`: the server sent an offset past the next expected one.
    */
   reason: 'retention' | 'epoch' | 'skipped';
+}
+
+/** A request the SDK sends again after the node refused it for now. */
+export interface RetryInfo {
+  op: RequestOp;
+  topic: string;
+  /** The node's answer: `unavailable`, `maybe_stored` (publish, ack, nack, subscribe) or `rate_limited` (publish, history). */
+  code: ErrorCode;
+  /** 1 for the first retry of this request. */
+  attempt: number;
+  /** The wait before it goes again. */
+  delayMs: number;
+  /** A publish's idempotency key. */
+  key?: string;
+  /** The group of an ack, a nack or a group join. */
+  group?: string;
+  /** The offset of an ack or nack. */
+  offset?: number;
 }
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -80,6 +103,12 @@ export interface ClientEvents {
   resumed: [info: { url: string; subscriptions: number; consumers: number; gaps: Gap[]; recovered: boolean }];
   /** A subscription will never see some offsets. */
   gap: [gap: Gap];
+  /**
+   * The node refused a request for now and the SDK sends it again after
+   * `delayMs`, within `requestTimeoutMs` (see the README, "Failures and
+   * retries"). Nothing to do: for logs and metrics.
+   */
+  retry: [info: RetryInfo];
   /**
    * Failures with nobody else to report to: a handler that threw, an auto-ack
    * that failed, a subscription the server ended, a token refresh that
