@@ -89,7 +89,8 @@ describe('client: retries through a Redis outage', () => {
 
     await waitUntil(() => results.size >= 100, 'the first 100 publishes');
     const restart = await killRedis();
-    await waitUntil(() => retries.some((r) => r.op === 'publish' && r.code === 'unavailable'), 'a publish refused while Redis is down');
+    // Down for several rounds of retries, not just one.
+    await waitUntil(() => retries.some((r) => r.op === 'publish' && r.code === 'unavailable' && r.attempt >= 4), 'a publish refused four times while Redis is down');
     await restart();
     await publishing;
 
@@ -150,25 +151,31 @@ describe('client: retries through a Redis outage', () => {
     expect(errors[0]!.message).toContain('nacked on purpose');
   }, 60_000);
 
-  it('joins a group and subscribes while Redis is down once it is back, on the same connection, reporting nothing', async () => {
+  it('joins a group, subscribes and reads history asked for while Redis is down once it is back, on the same connection, reporting nothing', async () => {
     const { client: c, retries, errors, disconnects } = client();
     await c.connect();
     const topic = uniqueTopic('retry.join');
+    await c.publish(topic, 'before');
     const restart = await killRedis();
     const fanout: number[] = [];
     const group: number[] = [];
     const subscribing = c.subscribe(topic, (m) => void fanout.push(m.offset), { from: 1 });
     const joining = c.consume(topic, 'g', (m) => void group.push(m.offset), { from: 1 });
+    const reading = c.history(topic);
     await waitUntil(
-      () => retries.some((r) => r.op === 'subscribe' && r.group === 'g') && retries.some((r) => r.op === 'subscribe' && r.group === undefined),
-      'both subscribes refused while Redis is down',
+      () =>
+        retries.some((r) => r.op === 'subscribe' && r.group === 'g') &&
+        retries.some((r) => r.op === 'subscribe' && r.group === undefined) &&
+        retries.some((r) => r.op === 'history'),
+      'both subscribes and the history read refused while Redis is down',
     );
     await restart();
     await Promise.all([subscribing, joining]);
+    expect((await reading).messages.map((m) => m.data)).toEqual(['before']);
 
     await c.publish(topic, 'after');
-    await waitUntil(() => fanout.length === 1 && group.length === 1, 'the message, to the subscription and to the group');
-    expect(retries.filter((r) => r.op === 'subscribe').every((r) => r.code === 'unavailable')).toBe(true);
+    await waitUntil(() => fanout.length === 2 && group.length === 2, 'both messages, to the subscription and to the group');
+    expect(retries.filter((r) => ['subscribe', 'history'].includes(r.op)).every((r) => r.code === 'unavailable')).toBe(true);
     expect(disconnects).toBe(0);
     expect(errors).toEqual([]);
   }, 60_000);
