@@ -141,13 +141,6 @@ export class GroupDispatcher {
       const hungry = wanting.filter((m) => m.connection.bufferedAmount() < HIGH_WATER_MARK);
       if (hungry.length < wanting.length) this.schedule(Date.now() + DRAIN_POLL_MS);
       if (hungry.length === 0 || this.closed) return;
-      // Rotate so that the first member of a round is not always the same one.
-      const first = hungry.shift();
-      if (first) {
-        this.members.delete(first.consumer);
-        this.members.set(first.consumer, first);
-        hungry.push(first);
-      }
       const results = await Promise.all(
         hungry.map((member) =>
           this.engine.claim(this.topic, this.group, member.consumer, Math.min(round, member.prefetch - member.inflight.size)),
@@ -159,6 +152,11 @@ export class GroupDispatcher {
         if (result.nextDueAt !== undefined) this.schedule(result.nextDueAt);
         for (const delivery of result.deliveries) this.deliver(member, delivery);
         delivered += result.deliveries.length;
+        // Round-robin: a member just served goes to the back of the line (claims are served in line order).
+        if (result.deliveries.length > 0 && this.members.get(member.consumer) === member) {
+          this.members.delete(member.consumer);
+          this.members.set(member.consumer, member);
+        }
       }
       if (delivered === 0 && !this.pumpAgain) return;
       round = Math.min(round * 2, MAX_ROUND);
