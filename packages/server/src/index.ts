@@ -4,7 +4,7 @@ export { loadConfig, authOptionsOf, parseDuration, retentionResolver, HELP, type
 
 // The core: transport- and storage-independent, driven through a Connection.
 export { Broker, resumePoint, type BrokerOptions, type BrokerStats } from './core/broker.js';
-export { Session, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_SLOW } from './core/session.js';
+export { Session } from './core/session.js';
 export type { Connection } from './core/connection.js';
 export { FanoutSubscription } from './core/fanout-subscription.js';
 export { GroupDispatcher, type GroupMember } from './core/group-dispatcher.js';
