@@ -11,6 +11,7 @@ export default defineConfig({
   server: {
     proxy: {
       '/api': node,
+      '/healthz': node,
       '/ws': { target: node.replace(/^http/, 'ws'), ws: true },
     },
   },

@@ -1,5 +1,5 @@
 import { isErrorCode, type ApiErrorBody, type ErrorCode } from '@meshmq/shared';
-import { auth } from './auth.svelte.js';
+import { session } from './auth.svelte.js';
 
 /** An error answered by the node (`{error: {code, message}}`) or a failure to reach it. */
 export class ApiError extends Error {
@@ -28,7 +28,10 @@ export function errorCode(err: unknown): ErrorCode | undefined {
 /** Calls the admin API of the node that served the console. */
 export async function api<T>(path: string, init: { method?: string; body?: unknown; signal?: AbortSignal } = {}): Promise<T> {
   const headers: Record<string, string> = { accept: 'application/json' };
-  if (auth.token) headers.authorization = `Bearer ${auth.token}`;
+  // A token the node would refuse is not sent: the console asks for another instead.
+  const token = session.mode === 'anonymous' ? null : session.usableToken();
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  else if (session.mode === 'token') throw new ApiError('unauthorized', session.prompt || 'sign in with a token first', 401);
   let body: string | undefined;
   // The node takes writes only as JSON (a cross-site form cannot send it), with a body or without.
   if (init.method !== undefined && init.method !== 'GET') headers['content-type'] = 'application/json';
@@ -50,13 +53,27 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
     const error = (parsed as Partial<ApiErrorBody> | null)?.error;
     const code = isErrorCode(error?.code) ? error.code : 'internal';
     const message = error?.message ?? `HTTP ${res.status}`;
-    if (code === 'unauthorized') {
-      auth.required = true;
-      auth.message = message;
-    }
+    if (code === 'unauthorized' && token !== null) session.refusedByNode(token, message);
     throw new ApiError(code, message, res.status);
   }
   return parsed as T;
+}
+
+/**
+ * Why the node refuses `token`, from an admin API request with it: its 401
+ * message, or null when it does not refuse it (a browser cannot see why a
+ * WebSocket handshake failed; the admin API says). A token without the admin
+ * permission gets 403 here, which is not a refusal.
+ */
+export async function refusalOf(token: string): Promise<string | null> {
+  try {
+    const res = await fetch('/api/nodes', { headers: { accept: 'application/json', authorization: `Bearer ${token}` }, cache: 'no-store' });
+    if (res.status !== 401) return null;
+    const body = (await res.json().catch(() => null)) as Partial<ApiErrorBody> | null;
+    return body?.error?.message ?? 'unauthorized';
+  } catch {
+    return null;
+  }
 }
 
 export const enc = encodeURIComponent;

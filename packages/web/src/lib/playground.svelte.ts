@@ -1,6 +1,6 @@
 import type { GroupConsumer, GroupMessage, Message, Subscription } from '@meshmq/client';
 import { errorText } from './api.js';
-import { client } from './connection.svelte.js';
+import { mesh } from './connection.svelte.js';
 
 /**
  * Playground state lives in this module, not in the view, so that a live
@@ -56,7 +56,7 @@ class Publisher {
     this.busy = true;
     const started = performance.now();
     try {
-      const result = await client.publish(topic, data, key === undefined ? {} : { key });
+      const result = await mesh().publish(topic, data, key === undefined ? {} : { key });
       const ack: Ack = { id: ++seq, topic, ...result, key, ms: performance.now() - started, at: Date.now() };
       this.acks = [ack, ...this.acks].slice(0, 20);
     } catch (err) {
@@ -96,7 +96,7 @@ class Subscriber {
     this.messages = [];
     this.gaps = [];
     try {
-      this.subscription = await client.subscribe(
+      this.subscription = await mesh().subscribe(
         topic,
         (message) => {
           this.messages = [{ id: ++seq, message, at: Date.now() }, ...this.messages].slice(0, MAX_ITEMS);
@@ -166,7 +166,7 @@ class GroupPanel {
     this.busy = true;
     this.deliveries = [];
     try {
-      this.consumer = await client.consume(
+      this.consumer = await mesh().consume(
         topic,
         group,
         (message) => {
