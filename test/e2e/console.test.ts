@@ -304,6 +304,8 @@ describe('web console on one node', () => {
       // "Recovered" gives way to "Connected" after a few seconds.
       await waitForAttribute(byTestId('connection'), 'data-state', 'connected', 15_000);
     } finally {
+      // Leave the proxy's page first: a console still on it would try to reconnect to a closed port.
+      await page().goto('about:blank');
       await proxy.close();
     }
   });
