@@ -216,6 +216,9 @@ describe('a node with authentication', () => {
       expect((await api(`/api/topics/${topic}`, { token: admin })).body.topic.last).toBe(1);
       // The node's own record stays open, like /healthz, for static peers.
       expect((await api('/api/nodes/self')).status).toBe(200);
+      // Any valid token may ask who it is.
+      expect((await api('/api/auth', { token: user })).body).toMatchObject({ sub: 'user', permissions: { admin: false, publish: ['>'] } });
+      expect((await api('/api/auth', { token: 'junk' })).status).toBe(401);
       await worker.close();
     });
 

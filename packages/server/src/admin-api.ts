@@ -10,6 +10,7 @@ import {
   isValidGroupName,
   isValidTopicName,
   sourceTopicOf,
+  type AuthInfo,
   type DeadLetterTopicSummary,
   type DeadLetterTopicsResponse,
   type DeadLettersPage,
@@ -281,6 +282,12 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
 
     // Open like /healthz: static peers read it from each other without a token. It holds no topic data.
     'GET /api/nodes/self': () => ok<NodeRecord>(stats.record()),
+
+    // Who a token is and what it may do, for any valid token (the console checks a pasted token with it).
+    'GET /api/auth': async ({ principal }) => {
+      const actor = await principal();
+      return ok<AuthInfo>({ sub: actor.sub, expiresAt: actor.expiresAt, permissions: actor.grants.toJSON() });
+    },
 
     'GET /api/topics': admin(async (_ctx, actor) => {
       const [all, activity] = await Promise.all([topicMap(actor), activityNow()]);
