@@ -210,4 +210,25 @@ describe('Broker and Session through a connection', () => {
     const { request } = connect(broker, principal({ subscribe: ['>'] }, null));
     expectError(await request({ op: 'auth', token: 'anything' }), 'bad_request');
   });
+
+  it('closes with 4008 a connection that has more queued than the node keeps, whatever it was sent', async () => {
+    const engine = await tempEngine();
+    const broker = await brokerOn(engine);
+    const reader = connect(broker, principal({ admin: true }));
+    expectOk(await reader.request({ op: 'subscribe', topic: 'big', from: 1 }));
+    expectOk(await reader.request({ op: 'publish', topic: 'big', data: 1 }));
+    await waitUntil(() => reader.connection.offsets('big').length === 1, 'the first delivery');
+    expect(reader.connection.closes).toEqual([]);
+    // The client stopped reading and a reply pushed its queue past the limit (64 MiB): the node closes it.
+    reader.connection.buffered = 64 * 1024 * 1024 + 1;
+    const late = await reader.request({ op: 'ping' });
+    expect(late).toMatchObject({ op: 'ok' });
+    expect(reader.connection.closes).toEqual([{ code: 4008, reason: expect.stringContaining('too slow') }]);
+    // Nothing more is sent to it, deliveries included.
+    const sent = reader.connection.frames.length;
+    const other = connect(broker, principal({ admin: true }));
+    expectOk(await other.request({ op: 'publish', topic: 'big', data: 2 }));
+    expectOk(await other.request({ op: 'publish', topic: 'big', data: 3 }));
+    expect(reader.connection.frames.length).toBe(sent);
+  });
 });

@@ -77,11 +77,15 @@ export class Session {
   private histories: Promise<unknown> = Promise.resolve();
   private expiryTimer: NodeJS.Timeout | undefined;
 
+  /** The transport's connection, behind a guard that closes it when its client stops reading (every send goes through it). */
+  private readonly connection: Connection;
+
   constructor(
     private readonly context: SessionContext,
-    private readonly connection: Connection,
+    connection: Connection,
     private principal: Principal,
   ) {
+    this.connection = this.guard(connection);
     const { publishRate, publishBurst } = context.limits;
     this.publishes = new TokenBucket(publishRate, publishBurst);
     this.watchExpiry();
@@ -158,12 +162,38 @@ export class Session {
   }
 
   private send(frame: ServerFrame): void {
-    if (this.closed) return;
-    this.connection.send(frame);
-    if (this.connection.bufferedAmount() > MAX_BUFFERED_BYTES) {
-      this.context.logger.warn({ session: this.id, sub: this.sub, buffered: this.connection.bufferedAmount() }, 'closing a connection that does not read');
-      this.connection.close(CLOSE_CODES.tooSlow, 'too slow: the client does not read what it asked for');
-    }
+    if (!this.closed) this.connection.send(frame);
+  }
+
+  /**
+   * Wraps the connection so that every frame sent to it, replies and
+   * deliveries alike, is followed by the check that its client still reads:
+   * past MAX_BUFFERED_BYTES queued it is closed (the node stops producing at
+   * the high-water mark, so only a client that asked for more than that gets
+   * here).
+   */
+  private guard(connection: Connection): Connection {
+    let closing = false;
+    const send: Connection['send'] = (frame, encode) => {
+      if (closing) return;
+      connection.send(frame, encode);
+      const buffered = connection.bufferedAmount();
+      if (buffered > MAX_BUFFERED_BYTES) {
+        closing = true;
+        this.context.logger.warn({ session: this.id, sub: this.sub, buffered }, 'closing a connection that does not read');
+        connection.close(CLOSE_CODES.tooSlow, 'too slow: the client does not read what it asked for');
+      }
+    };
+    const guarded: Connection = {
+      transport: connection.transport,
+      remoteAddress: connection.remoteAddress,
+      send,
+      bufferedAmount: () => connection.bufferedAmount(),
+      close: (code, reason) => connection.close(code, reason),
+    };
+    if (connection.joinTopic) guarded.joinTopic = (topic) => connection.joinTopic!(topic);
+    if (connection.leaveTopic) guarded.leaveTopic = (topic) => connection.leaveTopic!(topic);
+    return guarded;
   }
 
   private dispatch(request: Request): Promise<Handled> {
