@@ -24,28 +24,61 @@ async function infoOf(engine: Engine, topic: string): Promise<TopicInfo> {
   return info;
 }
 
+/** Another node's engine over the instance's shared store. */
+async function peerOf(instance: EngineInstance): Promise<Engine> {
+  if (!instance.peer) throw new Error('a harness with a shared store must give its instances a peer');
+  return instance.peer();
+}
+
 const by = (consumer: string, epoch?: string) => (epoch === undefined ? { consumer } : { consumer, epoch });
 
 export interface EngineHarness {
   /** Opens a new, empty engine. */
   create(options?: EngineFactoryOptions): Promise<EngineInstance>;
+  /**
+   * Whether several nodes share the engine's store (Redis). Then each node
+   * receives live messages only of the topics it watches, and a release or
+   * nack wakes the group's members on every node that watches the topic.
+   * Otherwise (embedded) every message of the store is live on its one node,
+   * and onWake never fires: the node that settles a lease pumps its own
+   * dispatcher.
+   */
+  shared: boolean;
+  /**
+   * Cases this harness leaves out, by title, each with the product bug that
+   * fails it. The run prints them, and a title that names no case fails it.
+   */
+  knownFailures?: Readonly<Record<string, string>>;
 }
 
 export interface EngineInstance {
   engine: Engine;
   /** Closes the engine and opens a new one over the same storage. */
   reopen(): Promise<Engine>;
+  /**
+   * Opens another engine over the same storage, as another node does; closed
+   * with the instance. Only for a shared store.
+   */
+  peer?: () => Promise<Engine>;
   dispose(): Promise<void>;
+}
+
+export interface ReopenableOptions {
+  /** Runs after the engine is closed for good (removes its files). */
+  cleanup?: () => void;
+  /** The store is shared between nodes: the instance gets `peer`. */
+  shared?: boolean;
 }
 
 /**
  * A harness for an engine that `make` builds over some fixed storage: open,
- * reopen over the same storage, and dispose (with `cleanup` after close).
+ * reopen over the same storage, peers over it when it is shared, and dispose.
  */
-export async function reopenable(make: () => Engine, cleanup?: () => void): Promise<EngineInstance> {
+export async function reopenable(make: () => Engine, options: ReopenableOptions = {}): Promise<EngineInstance> {
   let engine = make();
   await engine.open();
-  return {
+  const peers: Engine[] = [];
+  const instance: EngineInstance = {
     get engine() {
       return engine;
     },
@@ -56,11 +89,54 @@ export async function reopenable(make: () => Engine, cleanup?: () => void): Prom
       return engine;
     },
     async dispose() {
-      await engine.close();
-      cleanup?.();
+      await Promise.all([engine, ...peers].map((e) => e.close()));
+      options.cleanup?.();
     },
   };
+  if (options.shared) {
+    instance.peer = async () => {
+      const peer = make();
+      peers.push(peer);
+      await peer.open();
+      return peer;
+    };
+  }
+  return instance;
 }
+
+/** Longer than any call on a closed engine takes to fail; only one that never settles reaches it. */
+const HANG_MS = 10_000;
+
+/**
+ * How a call ends: the code it rejects with (`no code: <message>` for an
+ * error without one), `resolved`, or `hung` when it has not settled within
+ * {@link HANG_MS}.
+ */
+async function outcomeOf(call: () => Promise<unknown>): Promise<string> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('hung'), HANG_MS)));
+  const settled = Promise.resolve()
+    .then(call)
+    .then(
+      () => 'resolved',
+      (err: unknown) => (err instanceof MeshError ? err.code : `no code: ${err instanceof Error ? err.message : String(err)}`),
+    );
+  try {
+    return await Promise.race([settled, hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The outcome of every call, by name, all started at once. */
+async function outcomesOf(calls: Record<string, () => Promise<unknown>>): Promise<Record<string, string>> {
+  const names = Object.keys(calls);
+  const outcomes = await Promise.all(names.map((name) => outcomeOf(calls[name]!)));
+  return Object.fromEntries(names.map((name, i) => [name, outcomes[i]!]));
+}
+
+/** Every name mapped to `outcome`. */
+const all = (calls: Record<string, unknown>, outcome: string) => Object.fromEntries(Object.keys(calls).map((name) => [name, outcome]));
 
 /**
  * The contract every storage engine must meet. Engine test files call this
@@ -68,6 +144,15 @@ export async function reopenable(make: () => Engine, cleanup?: () => void): Prom
  */
 export function engineConformance(name: string, harness: EngineHarness): void {
   describe(`${name} engine conformance`, () => {
+    const leftOut = new Map(Object.entries(harness.knownFailures ?? {}));
+    /** A case, unless this harness leaves it out for a known bug. */
+    const test = (title: string, body: () => Promise<void>) => {
+      const bug = leftOut.get(title);
+      if (bug === undefined) return it(title, body);
+      leftOut.delete(title);
+      console.warn(`${name} engine conformance leaves out "${title}": ${bug}`);
+      it.skip(`${title} [left out: ${bug}]`, body);
+    };
     const open: EngineInstance[] = [];
     const create = async (options?: EngineFactoryOptions) => {
       const instance = await harness.create(options);
@@ -79,7 +164,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
     });
 
     describe('topics', () => {
-      it('assigns gap-free offsets from 1 under concurrent publishes, with one epoch', async () => {
+      test('assigns gap-free offsets from 1 under concurrent publishes, with one epoch', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         const outcomes = await Promise.all(range(1, 200).map((n) => engine.publish(topic, { n })));
@@ -90,7 +175,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(info).toMatchObject({ topic, first: 1, last: 200, count: 200, epoch: outcomes[0]!.epoch });
       });
 
-      it('keeps each topic its own log', async () => {
+      test('keeps each topic its own log', async () => {
         const { engine } = await create();
         const [a, b] = [uniqueTopic(), uniqueTopic()];
         await engine.publish(a, 'a1');
@@ -102,7 +187,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(topics).toEqual(expect.arrayContaining([a, b]));
       });
 
-      it('reads ranges in offset order with a limit', async () => {
+      test('reads ranges in offset order with a limit', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         for (const n of range(1, 10)) await engine.publish(topic, n, n === 4 ? { key: 'four' } : {});
@@ -115,7 +200,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(await engine.read(uniqueTopic(), 1, 10)).toEqual([]);
       });
 
-      it('stores JSON data exactly', async () => {
+      test('stores JSON data exactly', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         const values = [null, 0, -1.5, 'text', true, [1, [2, { a: 'b' }]], { nested: { deep: [null, false] } }, 'ünïcødé ✓'];
@@ -123,7 +208,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect((await engine.read(topic, 1, 100)).map((m) => m.data)).toEqual(values);
       });
 
-      it('never creates a topic by reading it; the first publish does, with an epoch', async () => {
+      test('never creates a topic by reading it; the first publish does, with an epoch', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         expect(await engine.topicInfo(topic)).toBeUndefined();
@@ -136,7 +221,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(await engine.topicInfo(topic)).toMatchObject({ topic, epoch, first: 1, last: 1, count: 1, epochs: [{ epoch, start: 1 }] });
       });
 
-      it('stops a page at its byte budget, but never below one message', async () => {
+      test('stops a page at its byte budget, but never below one message', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         for (const n of range(1, 20)) await engine.publish(topic, 'x'.repeat(100 + n));
@@ -146,7 +231,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect((await engine.read(topic, 1, 20)).map((m) => m.offset)).toEqual(range(1, 20));
       });
 
-      it('refuses to create topics past maxTopics, except its own dead-letter topics', async () => {
+      test('refuses to create topics past maxTopics, except its own dead-letter topics', async () => {
         const { engine } = await create({ maxTopics: 2 });
         const [a, b, c] = [uniqueTopic(), uniqueTopic(), uniqueTopic()];
         await engine.publish(a, 1);
@@ -161,15 +246,14 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.nack(b, 'g', 1, 0, by('A'));
         expect((await engine.claim(b, 'g', 'A', 1)).deliveries).toEqual([]);
         const dlq = deadLetterTopicOf(b);
-        let letters: StoredMessage[] = [];
-        for (let i = 0; i < 100 && letters.length === 0; i++) {
-          letters = await engine.read(dlq, 1, 10);
-          if (letters.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
-        }
+        const letters = await eventually(async () => {
+          const read = await engine.read(dlq, 1, 10);
+          return read.length > 0 && read;
+        }, 5000, 'the dead letter');
         expect(letters).toHaveLength(1);
       });
 
-      it('tells listeners about each message once, in offset order', async () => {
+      test('tells listeners about each message once, in offset order', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         const seen: StoredMessage[] = [];
@@ -191,7 +275,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(witness).toEqual(range(1, 101));
       });
 
-      it('recognises a repeated key within the window and stores nothing new', async () => {
+      test('recognises a repeated key within the window and stores nothing new', async () => {
         const { engine } = await create({ dedupeWindowMs: 60_000 });
         const topic = uniqueTopic();
         const [first, concurrent] = await Promise.all([
@@ -207,7 +291,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect((await engine.publish(uniqueTopic(), 'a', { key: 'k' })).duplicate).toBe(false);
       });
 
-      it('forgets keys after the window', async () => {
+      test('forgets keys after the window', async () => {
         const { engine } = await create({ dedupeWindowMs: 100 });
         const topic = uniqueTopic();
         await engine.publish(topic, 'a', { key: 'k' });
@@ -219,7 +303,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(stored).toMatchObject({ offset: 2, duplicate: false });
       });
 
-      it('enforces retention by count on publish and by age on demand', async () => {
+      test('enforces retention by count on publish and by age on demand', async () => {
         const clock = manualClock();
         const { engine } = await create({
           retention: (t) => (t.startsWith('count') ? { maxMessages: 3, maxAgeMs: 1e12 } : { maxMessages: 1e9, maxAgeMs: 1000 }),
@@ -239,7 +323,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect((await engine.publish(aged, 4)).offset).toBe(4);
       });
 
-      it('refuses to settle a delivery with an epoch the log does not know', async () => {
+      test('refuses to settle a delivery with an epoch the log does not know', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g', { startAt: 1 });
@@ -251,7 +335,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(await engine.groupInfo(topic, 'g')).toMatchObject({ pending: 0 });
       });
 
-      it('truncates the front of a log without reusing offsets', async () => {
+      test('truncates the front of a log without reusing offsets', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         for (const n of range(1, 5)) await engine.publish(topic, n);
@@ -266,7 +350,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
     });
 
     describe('groups', () => {
-      it('starts a new group after the last offset unless told where', async () => {
+      test('starts a new group after the last offset unless told where', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         for (const n of range(1, 3)) await engine.publish(topic, n);
@@ -280,7 +364,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect((await engine.listGroups(topic)).map((g) => g.group)).toEqual(['early', 'late']);
       });
 
-      it('changes a group\u2019s settings only through configureGroup', async () => {
+      test('changes a group\u2019s settings only through configureGroup', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g', { ackWaitMs: 500, maxDeliveries: 2 });
@@ -290,7 +374,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await expect(engine.configureGroup(topic, 'nope', { maxDeliveries: 3 })).rejects.toMatchObject({ code: 'not_found' });
       });
 
-      it('leases each message to one consumer and settles it on ack', async () => {
+      test('leases each message to one consumer and settles it on ack', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g');
@@ -315,7 +399,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         ]);
       });
 
-      it('settles a delivery only for the consumer it is leased to', async () => {
+      test('settles a delivery only for the consumer it is leased to', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g');
@@ -337,7 +421,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await expect(engine.ack(topic, 'g', 3, by('B'))).rejects.toMatchObject({ code: 'not_found' });
       });
 
-      it('redelivers when a lease ends, counting deliveries, and refuses the late ack of the first holder', async () => {
+      test('redelivers when a lease ends, counting deliveries, and refuses the late ack of the first holder', async () => {
         const clock = manualClock();
         const { engine } = await create({ clock: clock.now });
         const topic = uniqueTopic();
@@ -355,7 +439,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.ack(topic, 'g', 1, by('B'));
       });
 
-      it('makes a nacked message deliverable after its delay', async () => {
+      test('makes a nacked message deliverable after its delay', async () => {
         const clock = manualClock();
         const { engine } = await create({ clock: clock.now });
         const topic = uniqueTopic();
@@ -373,7 +457,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await expect(engine.nack(topic, 'g', 7, 0, by('A'))).rejects.toMatchObject({ code: 'not_found' });
       });
 
-      it('releases a departed consumer’s leases at once', async () => {
+      test('releases a departed consumer’s leases at once', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g', { ackWaitMs: 60_000 });
@@ -385,7 +469,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         expect(taken.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([[1, 2], [2, 2]]);
       });
 
-      it('moves a message to the dead-letter topic after maxDeliveries', async () => {
+      test('moves a message to the dead-letter topic after maxDeliveries', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g', { maxDeliveries: 2 });
@@ -396,18 +480,17 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.nack(topic, 'g', 1, 0, by('A'));
         expect((await engine.claim(topic, 'g', 'A', 1)).deliveries).toEqual([]);
         const dlq = deadLetterTopicOf(topic);
-        let letters: StoredMessage[] = [];
-        for (let i = 0; i < 100 && letters.length === 0; i++) {
-          letters = await engine.read(dlq, 1, 10);
-          if (letters.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
-        }
+        const letters = await eventually(async () => {
+          const read = await engine.read(dlq, 1, 10);
+          return read.length > 0 && read;
+        }, 5000, 'the dead letter');
         expect(letters).toHaveLength(1);
         const letter = letters[0]!.data as DeadLetter;
         expect(letter).toMatchObject({ topic, group: 'g', offset: 1, data: { poison: 1 }, key: 'p', deliveries: 2, reason: 'max_deliveries' });
         expect(await engine.groupInfo(topic, 'g')).toMatchObject({ pending: 0, deadLettered: 1 });
       });
 
-      it('deletes a group and its pending entries', async () => {
+      test('deletes a group and its pending entries', async () => {
         const { engine } = await create();
         const topic = uniqueTopic();
         await engine.ensureGroup(topic, 'g');
@@ -419,8 +502,204 @@ export function engineConformance(name: string, harness: EngineHarness): void {
       });
     });
 
+    describe('live', () => {
+      if (harness.shared) {
+        test('stops live messages and wakes of a topic on unwatch, and hears all that follows a new watch', async () => {
+          const { engine } = await create();
+          const topic = uniqueTopic();
+          // The topic's dead-letter topic shares its hash slot, so on every topology its notifications
+          // come over the same connection as the topic's, in publish order: its mark, once heard, shows
+          // that anything of the topic published before it would have been heard too.
+          const witness = deadLetterTopicOf(topic);
+          const heard: number[] = [];
+          const marks: unknown[] = [];
+          const wakes: string[] = [];
+          engine.onMessage((m) => (m.topic === topic ? heard.push(m.offset) : m.topic === witness && marks.push(m.data)));
+          engine.onWake((t, group) => t === topic && wakes.push(group));
+          await engine.ensureGroup(topic, 'g');
+          await engine.watch(topic);
+          await engine.watch(witness);
+          await engine.publish(topic, 1);
+          await waitUntil(() => heard.includes(1), 'offset 1 while the topic is watched');
+
+          await engine.unwatch(topic);
+          await engine.publish(topic, 2);
+          await engine.claim(topic, 'g', 'A', 1);
+          await engine.nack(topic, 'g', 1, 0, by('A'));
+          await engine.publish(witness, 'mark');
+          await waitUntil(() => marks.includes('mark'), 'the mark on the witness topic');
+          expect(heard).toEqual([1]);
+          expect(wakes).toEqual([]);
+
+          await engine.watch(topic);
+          for (const n of range(3, 5)) await engine.publish(topic, n);
+          expect((await engine.claim(topic, 'g', 'A', 1)).deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([[1, 2]]);
+          await engine.nack(topic, 'g', 1, 0, by('A'));
+          await waitUntil(() => heard.includes(5) && wakes.length > 0, 'offset 5 and a wake after watching again');
+          // Offset 2 was published while the topic was not watched: it is not live here (readers catch
+          // up from the log), and listeners hear a topic in offset order, so after 3 it cannot come.
+          expect(heard).toEqual([1, 3, 4, 5]);
+          expect(wakes).toEqual(['g']);
+        });
+
+        test('wakes the group on every node that watches its topic when a lease is released or nacked', async () => {
+          const instance = await create();
+          const { engine } = instance;
+          const other = await peerOf(instance);
+          const topic = uniqueTopic();
+          const own: string[] = [];
+          const removed: string[] = [];
+          // Stays on to the end: every wake listener hears each wake, so once this one has heard the
+          // last, the removed one would have heard it too.
+          const witness: string[] = [];
+          engine.onWake((t, group) => t === topic && own.push(group));
+          const stop = other.onWake((t, group) => t === topic && removed.push(group));
+          other.onWake((t, group) => t === topic && witness.push(group));
+          await Promise.all([engine.watch(topic), other.watch(topic)]);
+          await engine.ensureGroup(topic, 'g', { ackWaitMs: 60_000 });
+          for (const n of range(1, 2)) await engine.publish(topic, n);
+          await engine.claim(topic, 'g', 'A', 2);
+
+          expect(await engine.release(topic, 'g', 'A')).toBe(2);
+          await waitUntil(() => witness.length >= 1 && own.length >= 1, 'the release to wake both nodes');
+          await engine.claim(topic, 'g', 'B', 1);
+          await engine.nack(topic, 'g', 1, 0, by('B'));
+          await waitUntil(() => witness.length >= 2 && own.length >= 2, 'the nack to wake both nodes');
+          expect(removed).toEqual(['g', 'g']);
+
+          stop();
+          await engine.claim(topic, 'g', 'B', 1);
+          await engine.nack(topic, 'g', 1, 0, by('B'));
+          await waitUntil(() => witness.length >= 3 && own.length >= 3, 'the last nack to wake both nodes');
+          expect(removed).toEqual(['g', 'g']);
+          expect(witness).toEqual(['g', 'g', 'g']);
+          expect(own).toEqual(['g', 'g', 'g']);
+        });
+      } else {
+        test('keeps every message live on its one node, watched or not', async () => {
+          const { engine } = await create();
+          const topic = uniqueTopic();
+          const heard: number[] = [];
+          engine.onMessage((m) => m.topic === topic && heard.push(m.offset));
+          await engine.publish(topic, 1);
+          await engine.watch(topic);
+          await engine.publish(topic, 2);
+          await engine.unwatch(topic);
+          await engine.publish(topic, 3);
+          await waitUntil(() => heard.includes(3), 'offset 3 after unwatch');
+          expect(heard).toEqual([1, 2, 3]);
+        });
+
+        test('never calls wake listeners: the node that releases or nacks a lease pumps its own dispatcher', async () => {
+          const { engine } = await create();
+          const topic = uniqueTopic();
+          const wakes: string[] = [];
+          const heard: unknown[] = [];
+          const stop = engine.onWake((t, group) => wakes.push(`${t}/${group}`));
+          engine.onMessage((m) => m.topic === topic && heard.push(m.data));
+          await engine.watch(topic);
+          await engine.ensureGroup(topic, 'g');
+          await engine.publish(topic, 'job');
+          await engine.claim(topic, 'g', 'A', 1);
+          expect(await engine.release(topic, 'g', 'A')).toBe(1);
+          await engine.claim(topic, 'g', 'B', 1);
+          await engine.nack(topic, 'g', 1, 0, by('B'));
+          // Heard after the release and the nack, this mark shows the engine has gone past both.
+          await engine.publish(topic, 'mark');
+          await waitUntil(() => heard.includes('mark'), 'the mark');
+          expect(wakes).toEqual([]);
+          expect(stop).toBeTypeOf('function');
+          stop();
+        });
+      }
+    });
+
+    describe('after close', () => {
+      test('rejects a publish with unavailable at once and stores nothing of it', async () => {
+        const instance = await create();
+        const { engine } = instance;
+        const [topic, fresh] = [uniqueTopic(), uniqueTopic()];
+        await engine.publish(topic, 1);
+        await engine.close();
+        const publishes = {
+          publish: () => engine.publish(topic, 'late'),
+          'publish with a key': () => engine.publish(topic, 'late', { key: 'late' }),
+          'publish to a new topic': () => engine.publish(fresh, 'late'),
+        };
+        expect(await outcomesOf(publishes)).toEqual(all(publishes, 'unavailable'));
+
+        const reopened = await instance.reopen();
+        expect(await reopened.topicInfo(topic)).toMatchObject({ first: 1, last: 1, count: 1 });
+        expect((await reopened.read(topic, 1, 10)).map((m) => m.data)).toEqual([1]);
+        expect(await reopened.topicInfo(fresh)).toBeUndefined();
+        expect((await reopened.listTopics()).map((t) => t.topic)).not.toContain(fresh);
+        // Not even its key was kept: the same key stores a new message now.
+        expect(await reopened.publish(topic, 'again', { key: 'late' })).toMatchObject({ offset: 2, duplicate: false });
+      });
+
+      test('rejects every read with unavailable at once and reports the engine down', async () => {
+        const { engine } = await create();
+        const topic = uniqueTopic();
+        await engine.ensureGroup(topic, 'g', { startAt: 1 });
+        await engine.publish(topic, 1);
+        await engine.claim(topic, 'g', 'A', 1);
+        await engine.close();
+        expect(engine.health().state).toBe('down');
+        const reads = {
+          read: () => engine.read(topic, 1, 10),
+          topicInfo: () => engine.topicInfo(topic),
+          listTopics: () => engine.listTopics(),
+          groupInfo: () => engine.groupInfo(topic, 'g'),
+          listGroups: () => engine.listGroups(topic),
+          pending: () => engine.pending(topic, 'g', 10),
+        };
+        expect(await outcomesOf(reads)).toEqual(all(reads, 'unavailable'));
+      });
+
+      test('rejects every change with unavailable at once and changes nothing', async () => {
+        const instance = await create();
+        const { engine } = instance;
+        const topic = uniqueTopic();
+        await engine.ensureGroup(topic, 'g', { startAt: 1, ackWaitMs: 60_000, maxDeliveries: 5 });
+        for (const n of range(1, 3)) await engine.publish(topic, n);
+        await engine.claim(topic, 'g', 'A', 2);
+        await engine.close();
+        const changes = {
+          enforceRetention: () => engine.enforceRetention(topic),
+          truncate: () => engine.truncate(topic, 3),
+          'ensureGroup of an existing group': () => engine.ensureGroup(topic, 'g'),
+          'ensureGroup of a new group': () => engine.ensureGroup(topic, 'h', { startAt: 1 }),
+          configureGroup: () => engine.configureGroup(topic, 'g', { maxDeliveries: 9 }),
+          claim: () => engine.claim(topic, 'g', 'B', 10),
+          ack: () => engine.ack(topic, 'g', 1, by('A')),
+          nack: () => engine.nack(topic, 'g', 2, 0, by('A')),
+          release: () => engine.release(topic, 'g', 'A'),
+          releaseConsumers: () => engine.releaseConsumers('A'),
+          deleteGroup: () => engine.deleteGroup(topic, 'g'),
+        };
+        expect(await outcomesOf(changes)).toEqual(all(changes, 'unavailable'));
+
+        const reopened = await instance.reopen();
+        expect(await reopened.topicInfo(topic)).toMatchObject({ first: 1, last: 3, count: 3 });
+        expect((await reopened.listGroups(topic)).map((g) => [g.group, g.cursor, g.maxDeliveries])).toEqual([['g', 3, 5]]);
+        expect((await reopened.pending(topic, 'g', 10)).map((p) => [p.offset, p.delivery])).toEqual([
+          [1, 1],
+          [2, 1],
+        ]);
+      });
+
+      test('rejects watch and unwatch with unavailable at once', async () => {
+        const { engine } = await create();
+        const [watched, unwatched] = [uniqueTopic(), uniqueTopic()];
+        await engine.watch(watched);
+        await engine.close();
+        const calls = { watch: () => engine.watch(unwatched), unwatch: () => engine.unwatch(watched) };
+        expect(await outcomesOf(calls)).toEqual(all(calls, 'unavailable'));
+      });
+    });
+
     describe('durability', () => {
-      it('keeps messages, offsets, epochs and group state across a reopen', async () => {
+      test('keeps messages, offsets, epochs and group state across a reopen', async () => {
         const instance = await create();
         const topic = uniqueTopic();
         const { engine } = instance;
@@ -456,6 +735,11 @@ export function engineConformance(name: string, harness: EngineHarness): void {
           [11, 1],
         ]);
       });
+    });
+
+    // Runs after every case above was collected, so any title still here names none of them.
+    it('leaves out only cases the suite has', () => {
+      expect([...leftOut.keys()]).toEqual([]);
     });
   });
 }

@@ -1,12 +1,14 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisEngine, type StoredMessage } from '@meshmq/server';
 import { ClusterSetup, SentinelSetup } from '../helpers/redis-topologies.js';
 import { range, uniqueTopic } from '../helpers/util.js';
+import { waitUntil } from '../helpers/wait.js';
+import { engineConformance } from './conformance.js';
+import { UNWATCH_AFTER_CLOSE, redisHarness, uniqueKeyPrefix } from './redis-harness.js';
 
 /** The Redis engine over real Sentinel and Cluster topologies. */
 async function exercise(url: string): Promise<void> {
-  const engine = new RedisEngine({ url, keyPrefix: `t${randomBytes(3).toString('hex')}:` });
+  const engine = new RedisEngine({ url, keyPrefix: uniqueKeyPrefix() });
   await engine.open();
   try {
     const topics = range(1, 6).map(() => uniqueTopic());
@@ -24,7 +26,9 @@ async function exercise(url: string): Promise<void> {
       // maxDeliveries 1: the nacked message goes to the dead-letter log in the same slot.
       await engine.claim(topic, 'g', 'c', 1);
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Listeners hear each topic in offset order: once offset 20 of every topic has come, all of them have.
+    const heardLast = (topic: string) => seen.some((m) => m.topic === topic && m.offset === 20);
+    await waitUntil(() => topics.every(heardLast), 'offset 20 of every topic to reach the listener');
     for (const topic of topics) {
       expect(seen.filter((m) => m.topic === topic).map((m) => m.offset)).toEqual(range(1, 20));
       expect((await engine.read(`$dlq.${topic}`, 1, 10)).map((m) => (m.data as { offset: number }).offset)).toEqual([2]);
@@ -44,6 +48,9 @@ describe('Redis engine on Sentinel', () => {
     await setup?.dispose();
   });
 
+  // Left out on Sentinel, for the product bug each names.
+  engineConformance('redis+sentinel', redisHarness(() => setup.url(), { [UNWATCH_AFTER_CLOSE.test]: UNWATCH_AFTER_CLOSE.bug }));
+
   it('publishes, notifies and runs groups through the Sentinel-discovered primary', async () => {
     await exercise(setup.url());
   });
@@ -57,6 +64,9 @@ describe('Redis engine on Redis Cluster', () => {
   afterAll(async () => {
     await setup?.dispose();
   });
+
+  // Left out on Redis Cluster, for the product bug each names.
+  engineConformance('redis+cluster', redisHarness(() => setup.url(), { [UNWATCH_AFTER_CLOSE.test]: UNWATCH_AFTER_CLOSE.bug }));
 
   it('spreads topics over shards with sharded pub/sub and same-slot scripts', async () => {
     await exercise(setup.url());

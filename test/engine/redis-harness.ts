@@ -1,0 +1,31 @@
+import { randomBytes } from 'node:crypto';
+import { RedisEngine } from '@meshmq/server';
+import { reopenable, type EngineFactoryOptions, type EngineHarness } from './conformance.js';
+
+/** A key prefix no other engine instance uses, so instances share a Redis without seeing each other. */
+export function uniqueKeyPrefix(): string {
+  return `t${randomBytes(4).toString('hex')}:`;
+}
+
+/**
+ * The Redis engine at `url()`, read when a case opens an engine (after the
+ * file's beforeAll started the topology), each instance in its own key space.
+ */
+export function redisHarness(url: () => string, knownFailures: Readonly<Record<string, string>> = {}): EngineHarness {
+  return {
+    shared: true,
+    knownFailures,
+    create(options: EngineFactoryOptions = {}) {
+      const keyPrefix = uniqueKeyPrefix();
+      return reopenable(() => new RedisEngine({ url: url(), keyPrefix, ...options }), { shared: true });
+    },
+  };
+}
+
+/** The conformance case that fails on every Redis topology, and why (issue 12). */
+export const UNWATCH_AFTER_CLOSE = {
+  test: 'rejects watch and unwatch with unavailable at once',
+  bug:
+    'product bug: RedisEngine.close() empties its watched topics but marks nothing closed, so unwatch() of a topic ' +
+    'watched before close finds nothing to undo and resolves instead of rejecting with unavailable',
+} as const;
