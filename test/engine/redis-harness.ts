@@ -21,11 +21,3 @@ export function redisHarness(url: () => string, knownFailures: Readonly<Record<s
     },
   };
 }
-
-/** The conformance case that fails on every Redis topology, and why (issue 12). */
-export const UNWATCH_AFTER_CLOSE = {
-  test: 'rejects watch and unwatch with unavailable at once',
-  bug:
-    'product bug: RedisEngine.close() empties its watched topics but marks nothing closed, so unwatch() of a topic ' +
-    'watched before close finds nothing to undo and resolves instead of rejecting with unavailable',
-} as const;

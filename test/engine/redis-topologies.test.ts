@@ -4,7 +4,7 @@ import { ClusterSetup, SentinelSetup } from '../helpers/redis-topologies.js';
 import { range, uniqueTopic } from '../helpers/util.js';
 import { waitUntil } from '../helpers/wait.js';
 import { engineConformance } from './conformance.js';
-import { UNWATCH_AFTER_CLOSE, redisHarness, uniqueKeyPrefix } from './redis-harness.js';
+import { redisHarness, uniqueKeyPrefix } from './redis-harness.js';
 
 /** The Redis engine over real Sentinel and Cluster topologies. */
 async function exercise(url: string): Promise<void> {
@@ -49,7 +49,7 @@ describe('Redis engine on Sentinel', () => {
   });
 
   // Left out on Sentinel, for the product bug each names.
-  engineConformance('redis+sentinel', redisHarness(() => setup.url(), { [UNWATCH_AFTER_CLOSE.test]: UNWATCH_AFTER_CLOSE.bug }));
+  engineConformance('redis+sentinel', redisHarness(() => setup.url()));
 
   it('publishes, notifies and runs groups through the Sentinel-discovered primary', async () => {
     await exercise(setup.url());
@@ -66,7 +66,7 @@ describe('Redis engine on Redis Cluster', () => {
   });
 
   // Left out on Redis Cluster, for the product bug each names.
-  engineConformance('redis+cluster', redisHarness(() => setup.url(), { [UNWATCH_AFTER_CLOSE.test]: UNWATCH_AFTER_CLOSE.bug }));
+  engineConformance('redis+cluster', redisHarness(() => setup.url()));
 
   it('spreads topics over shards with sharded pub/sub and same-slot scripts', async () => {
     await exercise(setup.url());

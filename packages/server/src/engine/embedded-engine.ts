@@ -155,14 +155,18 @@ export class EmbeddedEngine implements Engine {
   }
 
   /** Every message of this node's store is live here: nothing to watch. */
-  async watch(): Promise<void> {}
+  async watch(): Promise<void> {
+    this.assertOpen();
+  }
 
   /** One node: whoever releases or nacks a lease pumps its own dispatcher. */
   onWake(): () => void {
     return () => undefined;
   }
 
-  async unwatch(): Promise<void> {}
+  async unwatch(): Promise<void> {
+    this.assertOpen();
+  }
 
   // ---- topics ------------------------------------------------------------------
 
@@ -235,6 +239,7 @@ export class EmbeddedEngine implements Engine {
   }
 
   async read(topic: string, from: number, limit: number, maxBytes = Infinity): Promise<StoredMessage[]> {
+    this.assertOpen();
     return this.readDurable(topic, from, limit, maxBytes);
   }
 
@@ -261,6 +266,7 @@ export class EmbeddedEngine implements Engine {
   }
 
   async topicInfo(topic: string): Promise<TopicInfo | undefined> {
+    this.assertOpen();
     const known = this.topics.get(topic);
     return known && { ...known, epochs: [...known.epochs] };
   }
@@ -292,10 +298,12 @@ export class EmbeddedEngine implements Engine {
   }
 
   async listTopics(): Promise<TopicInfo[]> {
+    this.assertOpen();
     return [...this.topics.values()].map((info) => ({ ...info })).sort((a, b) => a.topic.localeCompare(b.topic));
   }
 
   async enforceRetention(topic: string): Promise<number> {
+    this.assertOpen();
     const now = this.now();
     const { maxAgeMs, maxMessages } = this.retention(topic);
     const removed = await this.removeOldest(
@@ -306,7 +314,8 @@ export class EmbeddedEngine implements Engine {
     return removed;
   }
 
-  truncate(topic: string, before: number): Promise<number> {
+  async truncate(topic: string, before: number): Promise<number> {
+    this.assertOpen();
     return this.removeOldest(topic, (offset) => offset < before);
   }
 
@@ -356,6 +365,7 @@ export class EmbeddedEngine implements Engine {
   // ---- groups ------------------------------------------------------------------
 
   async ensureGroup(topic: string, group: string, options: GroupOptions = {}): Promise<GroupInfo> {
+    this.assertOpen();
     const existing = this.groups.get(groupKey(topic, group));
     if (existing) return this.describeGroup(existing, this.now());
     const info = await this.createTopic(topic);
@@ -380,19 +390,24 @@ export class EmbeddedEngine implements Engine {
   }
 
   async configureGroup(topic: string, group: string, settings: Partial<GroupSettings>): Promise<GroupInfo> {
+    this.assertOpen();
     const state = this.requireGroup(topic, group);
+    const { ackWaitMs, maxDeliveries } = state;
     if (settings.ackWaitMs !== undefined) state.ackWaitMs = settings.ackWaitMs;
     if (settings.maxDeliveries !== undefined) state.maxDeliveries = settings.maxDeliveries;
-    await this.persistGroup(state);
+    const record = this.groupRecord(state);
+    await this.writeOrUndo([() => Object.assign(state, { ackWaitMs, maxDeliveries })], () => this.groupsDb.put([topic, group], record));
     return this.describeGroup(state, this.now());
   }
 
   async groupInfo(topic: string, group: string): Promise<GroupInfo | undefined> {
+    this.assertOpen();
     const state = this.groups.get(groupKey(topic, group));
     return state && this.describeGroup(state, this.now());
   }
 
   async listGroups(topic: string): Promise<GroupInfo[]> {
+    this.assertOpen();
     const now = this.now();
     return [...this.groups.values()]
       .filter((state) => state.topic === topic)
@@ -401,19 +416,24 @@ export class EmbeddedEngine implements Engine {
   }
 
   async pending(topic: string, group: string, limit: number): Promise<PendingEntry[]> {
+    this.assertOpen();
     const state = this.groups.get(groupKey(topic, group));
     if (!state) return [];
     return [...state.pending.values()].sort((a, b) => a.offset - b.offset).slice(0, limit).map((e) => ({ ...e }));
   }
 
   async claim(topic: string, group: string, consumer: string, max: number): Promise<ClaimResult> {
+    this.assertOpen();
     const now = this.now();
     const state = this.requireGroup(topic, group);
     const info = this.topics.get(topic);
     const deliveries: GroupDelivery[] = [];
     const changed: PendingEntry[] = [];
     const dropped: number[] = [];
-    const exhausted: PendingEntry[] = [];
+    // Memory changes first (claims of one turn must not interleave); a write that fails undoes them.
+    const undo: Array<() => void> = [];
+    const { cursor, redeliveries } = state;
+    undo.push(() => Object.assign(state, { cursor, redeliveries }));
 
     const due = [...state.pending.values()].filter((e) => e.deadline <= now).sort((a, b) => a.offset - b.offset);
     for (const entry of due) {
@@ -422,15 +442,17 @@ export class EmbeddedEngine implements Engine {
       if (!message || message.offset !== entry.offset) {
         // Retention removed it while it was pending: nothing left to deliver.
         state.pending.delete(entry.offset);
+        undo.push(() => state.pending.set(entry.offset, entry));
         dropped.push(entry.offset);
         continue;
       }
       if (entry.delivery >= state.maxDeliveries) {
         state.pending.delete(entry.offset);
-        exhausted.push(entry);
         void this.deadLetter(state, entry, message, now);
         continue;
       }
+      const before = { ...entry };
+      undo.push(() => Object.assign(entry, before));
       entry.delivery += 1;
       entry.consumer = consumer;
       entry.deadline = now + state.ackWaitMs;
@@ -453,6 +475,7 @@ export class EmbeddedEngine implements Engine {
           lastDeliveredAt: now,
         };
         state.pending.set(message.offset, entry);
+        undo.push(() => state.pending.delete(message.offset));
         state.cursor = message.offset + 1;
         changed.push(entry);
         deliveries.push({ message, delivery: 1, deadline: entry.deadline });
@@ -460,9 +483,11 @@ export class EmbeddedEngine implements Engine {
     }
 
     if (changed.length > 0 || dropped.length > 0) {
-      await this.write(() => {
-        this.groupsDb.put([topic, group], this.groupRecord(state));
-        for (const entry of changed) this.pendingDb.put([topic, group, entry.offset], entry);
+      const record = this.groupRecord(state);
+      const entries = changed.map((entry) => ({ ...entry }));
+      await this.writeOrUndo(undo, () => {
+        this.groupsDb.put([topic, group], record);
+        for (const entry of entries) this.pendingDb.put([topic, group, entry.offset], entry);
         for (const offset of dropped) this.pendingDb.remove([topic, group, offset]);
       });
     }
@@ -501,18 +526,23 @@ export class EmbeddedEngine implements Engine {
   }
 
   async ack(topic: string, group: string, offset: number, options: SettleOptions): Promise<void> {
+    this.assertOpen();
     const state = this.requireGroup(topic, group);
-    this.leasedEntry(state, offset, options);
+    const entry = this.leasedEntry(state, offset, options);
+    // Gone from memory at once, so a second ack of it fails; back if the write does.
     state.pending.delete(offset);
-    await this.write(() => this.pendingDb.remove([topic, group, offset]));
+    await this.writeOrUndo([() => state.pending.set(offset, entry)], () => this.pendingDb.remove([topic, group, offset]));
   }
 
   async nack(topic: string, group: string, offset: number, delayMs: number, options: SettleOptions): Promise<number> {
+    this.assertOpen();
     const state = this.requireGroup(topic, group);
     const entry = this.leasedEntry(state, offset, options);
+    const before = { ...entry };
     entry.consumer = null;
     entry.deadline = this.now() + delayMs;
-    await this.write(() => this.pendingDb.put([topic, group, offset], entry));
+    const stored = { ...entry };
+    await this.writeOrUndo([() => Object.assign(entry, before)], () => this.pendingDb.put([topic, group, offset], stored));
     return entry.deadline;
   }
 
@@ -535,11 +565,13 @@ export class EmbeddedEngine implements Engine {
   }
 
   async release(topic: string, group: string, consumer: string): Promise<number> {
+    this.assertOpen();
     const state = this.groups.get(groupKey(topic, group));
     return state ? this.releaseWhere(state, (c) => c === consumer) : 0;
   }
 
   async releaseConsumers(prefix: string): Promise<number> {
+    this.assertOpen();
     let released = 0;
     for (const state of this.groups.values()) released += await this.releaseWhere(state, (c) => c.startsWith(prefix));
     return released;
@@ -549,14 +581,17 @@ export class EmbeddedEngine implements Engine {
     const { topic, group } = state;
     const now = this.now();
     const released: PendingEntry[] = [];
+    const undo: Array<() => void> = [];
     for (const entry of state.pending.values()) {
       if (entry.consumer === null || !held(entry.consumer)) continue;
+      const before = { ...entry };
+      undo.push(() => Object.assign(entry, before));
       entry.consumer = null;
       entry.deadline = now;
-      released.push(entry);
+      released.push({ ...entry });
     }
     if (released.length > 0) {
-      await this.write(() => {
+      await this.writeOrUndo(undo, () => {
         for (const entry of released) this.pendingDb.put([topic, group, entry.offset], entry);
       });
     }
@@ -564,6 +599,7 @@ export class EmbeddedEngine implements Engine {
   }
 
   async deleteGroup(topic: string, group: string): Promise<void> {
+    this.assertOpen();
     const state = this.groups.get(groupKey(topic, group));
     if (!state) return;
     this.groups.delete(groupKey(topic, group));
@@ -613,6 +649,16 @@ export class EmbeddedEngine implements Engine {
       if (entry.deadline > now && (next === undefined || entry.deadline < next)) next = entry.deadline;
     }
     return next;
+  }
+
+  /** Writes, or, when the write fails, runs `undo` (newest first) to put memory back as it was, and throws. */
+  private async writeOrUndo(undo: Array<() => void>, body: () => void): Promise<void> {
+    try {
+      await this.write(body);
+    } catch (err) {
+      for (const step of undo.reverse()) step();
+      throw err;
+    }
   }
 
   private async write(body: () => void): Promise<void> {

@@ -167,6 +167,7 @@ export interface Engine {
   readonly kind: string;
 
   open(): Promise<void>;
+  /** After close, every other method rejects with `unavailable` at once and changes nothing; `health()` is `down`. */
   close(): Promise<void>;
   /** Whether the engine can serve right now (read by `/readyz`). */
   health(): EngineHealth;
@@ -201,8 +202,20 @@ export interface Engine {
    * published after it will reach the listeners.
    */
   watch(topic: string): Promise<void>;
-  /** Registers a wake listener for watched topics; returns a function that removes it. */
+  /**
+   * Registers a wake listener for watched topics; returns a function that
+   * removes it. An engine whose store nodes share (Redis) calls it on every
+   * node that watches the topic, the releasing node included, when a release
+   * or nack makes leases of the group deliverable. A single-node engine
+   * (embedded) never calls it: the node that released or nacked pumps its
+   * own dispatcher.
+   */
   onWake(listener: WakeListener): () => void;
+  /**
+   * Stops live messages and wakes of `topic` on this node (shared stores); a
+   * later `watch` hears what is published after it, not what was published
+   * in between. A single-node engine keeps every topic live.
+   */
   unwatch(topic: string): Promise<void>;
 
   /**

@@ -60,6 +60,10 @@ interface TopicKeys {
   groupPrefix: string;
 }
 
+function closedError(): MeshError {
+  return new MeshError('unavailable', 'the storage engine is closed');
+}
+
 /** Pending entries scanned per claim for due redeliveries. */
 const CLAIM_SCAN = 1000;
 /** Entries per XRANGE when a read has a byte budget, so a page never pulls far more than it returns. */
@@ -85,6 +89,7 @@ export class RedisEngine implements Engine {
   readonly kind = 'redis';
   readonly link: RedisLink;
   private readonly ownsLink: boolean;
+  private closed = false;
   private readonly prefix: string;
   private readonly retention: (topic: string) => RetentionPolicy;
   private readonly dedupeWindowMs: number;
@@ -122,13 +127,20 @@ export class RedisEngine implements Engine {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.listeners.clear();
+    this.wakeListeners.clear();
     this.watched.clear();
     if (this.ownsLink) await this.link.close();
   }
 
   health(): EngineHealth {
-    return { state: this.link.state };
+    return { state: this.closed ? 'down' : this.link.state };
+  }
+
+  /** After close every method refuses, even when the link stays open for its owner (the cluster). */
+  private assertOpen(): void {
+    if (this.closed) throw closedError();
   }
 
   onMessage(listener: MessageListener): () => void {
@@ -171,6 +183,7 @@ export class RedisEngine implements Engine {
   // ---- topics ------------------------------------------------------------------
 
   async publish(topic: string, data: unknown, options: PublishOptions = {}): Promise<PublishOutcome> {
+    this.assertOpen();
     const json = options.json ?? JSON.stringify(data);
     if (json === undefined) throw new MeshError('bad_request', "'data' must be a JSON value");
     await this.register(topic);
@@ -209,6 +222,7 @@ export class RedisEngine implements Engine {
   }
 
   async read(topic: string, from: number, limit: number, maxBytes = Infinity): Promise<StoredMessage[]> {
+    this.assertOpen();
     if (limit <= 0) return [];
     const k = this.keys(topic);
     const chunk = Number.isFinite(maxBytes) ? Math.min(limit, READ_CHUNK) : limit;
@@ -249,6 +263,7 @@ export class RedisEngine implements Engine {
    * acknowledged or delivered in the same epoch, a new epoch starts first.
    */
   async topicInfo(topic: string): Promise<TopicInfo | undefined> {
+    this.assertOpen();
     const seen = this.seen.get(topic);
     const epoch = seen?.epoch ?? '';
     const reply = await this.link.eval<[string, string, string, string | null] | null>(
@@ -268,6 +283,7 @@ export class RedisEngine implements Engine {
   }
 
   async listTopics(): Promise<TopicInfo[]> {
+    this.assertOpen();
     const names = await this.link.command<string[]>(['SMEMBERS', this.registryKey]);
     const infos = await Promise.all(
       names.map(async (topic) => {
@@ -279,6 +295,7 @@ export class RedisEngine implements Engine {
   }
 
   async enforceRetention(topic: string): Promise<number> {
+    this.assertOpen();
     const now = this.now();
     const { maxAgeMs, maxMessages } = this.retention(topic);
     const k = this.keys(topic);
@@ -286,6 +303,7 @@ export class RedisEngine implements Engine {
   }
 
   async truncate(topic: string, before: number): Promise<number> {
+    this.assertOpen();
     const k = this.keys(topic);
     return Number(await this.link.eval(TRIM, [k.meta, k.log], ['before', before]));
   }
@@ -293,10 +311,12 @@ export class RedisEngine implements Engine {
   // ---- live --------------------------------------------------------------------
 
   watch(topic: string): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
     return this.serially(topic, () => this.startWatching(topic));
   }
 
   unwatch(topic: string): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
     return this.serially(topic, async () => {
       if (this.watched.delete(topic)) await this.link.unsubscribe(this.keys(topic).live);
     });
@@ -416,6 +436,7 @@ export class RedisEngine implements Engine {
   }
 
   async ensureGroup(topic: string, group: string, options: GroupOptions = {}): Promise<GroupInfo> {
+    this.assertOpen();
     await this.register(topic);
     const k = this.groupKeys(topic, group);
     await this.link.eval(ENSURE_GROUP, [k.meta, k.log, k.group], [
@@ -434,6 +455,7 @@ export class RedisEngine implements Engine {
   }
 
   async configureGroup(topic: string, group: string, settings: Partial<GroupSettings>): Promise<GroupInfo> {
+    this.assertOpen();
     const k = this.groupKeys(topic, group);
     await this.link.eval(CONFIGURE_GROUP, [k.group], [group, topic, settings.ackWaitMs ?? '', settings.maxDeliveries ?? '']);
     const info = await this.groupInfo(topic, group);
@@ -450,6 +472,7 @@ export class RedisEngine implements Engine {
   }
 
   async groupInfo(topic: string, group: string): Promise<GroupInfo | undefined> {
+    this.assertOpen();
     const state = await this.groupState(topic, group, 100);
     if (!state) return undefined;
     const [ackWaitMs, maxDeliveries, createdAt, redeliveries, deadLettered, pending, lastId, entries] = state;
@@ -471,6 +494,7 @@ export class RedisEngine implements Engine {
   }
 
   async listGroups(topic: string): Promise<GroupInfo[]> {
+    this.assertOpen();
     let groups: unknown[];
     try {
       groups = await this.link.command<unknown[]>(['XINFO', 'GROUPS', this.keys(topic).log]);
@@ -484,6 +508,7 @@ export class RedisEngine implements Engine {
   }
 
   async pending(topic: string, group: string, limit: number): Promise<PendingEntry[]> {
+    this.assertOpen();
     const state = await this.groupState(topic, group, limit);
     if (!state) return [];
     const now = this.now();
@@ -498,6 +523,7 @@ export class RedisEngine implements Engine {
   }
 
   async claim(topic: string, group: string, consumer: string, max: number): Promise<ClaimResult> {
+    this.assertOpen();
     const now = this.now();
     const k = this.groupKeys(topic, group);
     const dlqTopic = deadLetterTopicOf(topic);
@@ -520,11 +546,13 @@ export class RedisEngine implements Engine {
   }
 
   async ack(topic: string, group: string, offset: number, { consumer, epoch }: SettleOptions): Promise<void> {
+    this.assertOpen();
     const k = this.groupKeys(topic, group);
     await this.link.eval(ACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, topic, epoch ?? '', consumer]);
   }
 
   async nack(topic: string, group: string, offset: number, delayMs: number, { consumer, epoch }: SettleOptions): Promise<number> {
+    this.assertOpen();
     const k = this.groupKeys(topic, group);
     const dueAt = this.now() + delayMs;
     await this.link.eval(NACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, dueAt, topic, k.live, epoch ?? '', consumer]);
@@ -532,11 +560,13 @@ export class RedisEngine implements Engine {
   }
 
   async release(topic: string, group: string, consumer: string): Promise<number> {
+    this.assertOpen();
     const k = this.groupKeys(topic, group);
     return Number(await this.link.eval(RELEASE, [k.log, k.leases], [group, consumer, this.now(), 'exact', k.live]));
   }
 
   async releaseConsumers(prefix: string): Promise<number> {
+    this.assertOpen();
     let released = 0;
     for (const topic of await this.listTopics()) {
       for (const group of await this.listGroups(topic.topic)) {
@@ -548,6 +578,7 @@ export class RedisEngine implements Engine {
   }
 
   async deleteGroup(topic: string, group: string): Promise<void> {
+    this.assertOpen();
     const k = this.groupKeys(topic, group);
     try {
       await this.link.command(['XGROUP', 'DESTROY', k.log, group]);
