@@ -5,7 +5,7 @@ import { mintToken } from '@meshmq/server';
 import { NodeProcess, tempDir } from '../helpers/node-process.js';
 import { eventually } from '../helpers/util.js';
 import { runHttpLane, runRawHttpLane } from './http-lane.js';
-import { cpuTimeMs, heapProbeEnv, isAlive, liveHeap, MemorySampler, mib, MiB, residentMemory } from './proc-stats.js';
+import { cpuTimeMs, heapProbeEnv, isAlive, liveMemory, MemorySampler, mib, MiB, residentMemory } from './proc-stats.js';
 import { Prng } from './prng.js';
 import { FUZZ_TOPICS, makeRoles, type Role } from './roles.js';
 import { runSocketIoLane } from './socketio-lane.js';
@@ -25,17 +25,17 @@ const MAX_FRAME_BYTES = 2 * MAX_MESSAGE_BYTES + 64 * 1024;
  * grows by what the allocators keep after the peaks of the run (V8 pages and
  * malloc arenas are not given back at once; the peak is about twice the
  * start), not by what the node retains: measured growth 40-115 MiB over
- * runs, while live heap grew about 5 MiB. A leak of 2 KiB a frame would pass
- * this bound; {@link LIVE_HEAP_GROWTH_BOUND} is the sharper check.
+ * runs, while live memory grew about 5 MiB. A leak of 2 KiB a frame would pass
+ * this bound; {@link LIVE_MEMORY_GROWTH_BOUND} is the sharper check.
  */
 const RSS_GROWTH_BOUND = 200 * MiB;
 /**
- * How much the live heap (used after a full garbage collection, through
- * heap-probe.cjs) may grow: the fuzzers legitimately leave up to 400 topics
- * with their groups, dedupe keys and per-topic counters (measured about 5
- * MiB). A leak of 160 bytes a frame would fail it.
+ * How much live memory (heap and Buffers in use after a full garbage
+ * collection, through heap-probe.cjs) may grow: the fuzzers legitimately
+ * leave up to 400 topics with their groups, dedupe keys and per-topic
+ * counters (measured about 5 MiB). A leak of 160 bytes a frame would fail it.
  */
-const LIVE_HEAP_GROWTH_BOUND = 16 * MiB;
+const LIVE_MEMORY_GROWTH_BOUND = 16 * MiB;
 /** A frame the node has not answered after this long counts as a hang. */
 const REPLY_TIMEOUT_MS = 20_000;
 const STEADY_TOPICS = ['steady.ws', 'steady.sio'];
@@ -92,7 +92,7 @@ describe('fuzzing one node', () => {
     const pid = node.pid!;
     const healthBefore = await health();
     expect(healthBefore.pid).toBe(pid);
-    const heapBefore = await liveHeap(pid, heapFile);
+    const liveBefore = await liveMemory(pid, heapFile);
     const rssBefore = residentMemory(pid);
     const sampler = new MemorySampler(pid);
     const steadyToken = await mintToken({ secret, sub: 'steady', permissions: { publish: ['steady.>'], subscribe: ['steady.>'] }, ttlMs: 3_600_000 });
@@ -125,10 +125,11 @@ describe('fuzzing one node', () => {
     await eventually(async () => (await health()).connections === 0, 15_000, 'the node to hold no connection');
     const healthAfter = await health();
     const rssAfter = sampler.stop();
-    const heapAfter = await liveHeap(pid, heapFile);
+    const liveAfter = await liveMemory(pid, heapFile);
     const after = await snapshotRecorded(node, adminToken);
     const changed = JSON.stringify(after) === JSON.stringify(before) ? 0 : 1;
     const nodeErrors = node.logs.split('\n').filter((line) => /"level":(50|60)/.test(line));
+    const nodeWarnings = node.logs.split('\n').filter((line) => /"level":40/.test(line));
 
     console.log(
       [
@@ -137,10 +138,11 @@ describe('fuzzing one node', () => {
         tally.report(),
         `node restarts: ${healthAfter.pid === pid && isAlive(pid) && healthAfter.uptimeMs > healthBefore.uptimeMs ? 0 : 1} (pid ${pid} before, ${healthAfter.pid} after)`,
         `node RSS: before ${mib(rssBefore.rss)} (anon ${mib(rssBefore.anon)}), after ${mib(rssAfter.rss)} (anon ${mib(rssAfter.anon)}), peak ${mib(sampler.peak.rss)} (anon ${mib(sampler.peak.anon)}); growth ${mib(rssAfter.rss - rssBefore.rss)}, bound ${mib(RSS_GROWTH_BOUND)}`,
-        `node live heap after full GC: before ${mib(heapBefore)}, after ${mib(heapAfter)}; growth ${mib(heapAfter - heapBefore)}, bound ${mib(LIVE_HEAP_GROWTH_BOUND)}`,
+        `node live memory (heap + buffers) after full GC: before ${mib(liveBefore)}, after ${mib(liveAfter)}; growth ${mib(liveAfter - liveBefore)}, bound ${mib(LIVE_MEMORY_GROWTH_BOUND)}`,
         `stored data changed: ${changed} (topics ${RECORDED_TOPICS.join(', ')}, $dlq.rec.jobs, groups and pending entries)`,
         ...reports.map((r) => `well-behaved ${r.name}: published ${r.published}, received ${r.received} in order, retries ${r.retries}, problems ${r.problems.length}${r.problems.length ? `: ${r.problems.join('; ')}` : ''}`),
         `node log lines at level 50/60: ${nodeErrors.length}${nodeErrors.length ? `\n  ${nodeErrors.slice(0, 5).join('\n  ')}` : ''}`,
+        `node log lines at level 40: ${nodeWarnings.length}${nodeWarnings.length ? `\n  ${nodeWarnings.slice(0, 5).join('\n  ')}` : ''}`,
       ].join('\n'),
     );
 
@@ -158,6 +160,6 @@ describe('fuzzing one node', () => {
     }
     expect(nodeErrors).toEqual([]);
     expect(rssAfter.rss - rssBefore.rss).toBeLessThan(RSS_GROWTH_BOUND);
-    expect(heapAfter - heapBefore).toBeLessThan(LIVE_HEAP_GROWTH_BOUND);
+    expect(liveAfter - liveBefore).toBeLessThan(LIVE_MEMORY_GROWTH_BOUND);
   }, 240_000);
 });

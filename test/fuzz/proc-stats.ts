@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const MiB = 1024 * 1024;
@@ -46,7 +46,14 @@ export class MemorySampler {
   }
 
   sample(): Resident {
-    const now = residentMemory(this.pid);
+    let now: Resident;
+    try {
+      now = residentMemory(this.pid);
+    } catch {
+      // The process is gone (a test that failed stopped it): nothing more to sample.
+      clearInterval(this.timer);
+      return this.peak;
+    }
     this.peak = { rss: Math.max(this.peak.rss, now.rss), anon: Math.max(this.peak.anon, now.anon) };
     return now;
   }
@@ -67,8 +74,12 @@ export function heapProbeEnv(file: string): Record<string, string> {
   return { NODE_OPTIONS: `--require=${HEAP_PROBE}`, HEAP_PROBE_FILE: file };
 }
 
-/** Live heap (bytes used after a full collection) of a process started with {@link heapProbeEnv}. */
-export async function liveHeap(pid: number, file: string, timeoutMs = 10_000): Promise<number> {
+/**
+ * Memory a process started with {@link heapProbeEnv} still uses after a full
+ * collection: live heap objects plus the Buffers they hold (array buffers live
+ * outside the heap), in bytes.
+ */
+export async function liveMemory(pid: number, file: string, timeoutMs = 10_000): Promise<number> {
   rmSync(file, { force: true });
   process.kill(pid, 'SIGUSR2');
   const deadline = Date.now() + timeoutMs;
@@ -76,5 +87,53 @@ export async function liveHeap(pid: number, file: string, timeoutMs = 10_000): P
     if (Date.now() > deadline) throw new Error(`no heap probe answer from ${pid} within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  return (JSON.parse(readFileSync(file, 'utf8')) as NodeJS.MemoryUsage).heapUsed;
+  const usage = JSON.parse(readFileSync(file, 'utf8')) as NodeJS.MemoryUsage;
+  return usage.heapUsed + usage.arrayBuffers;
+}
+
+/** Sockets of the process that are TCP connections on its local `port` (accepted ones; not the listener). */
+export function openConnections(pid: number, port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (target) inodes.add(target[1]!);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  let count = 0;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    const lines = existsSync(table) ? readFileSync(table, 'utf8').split('\n').slice(1) : [];
+    for (const line of lines) {
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 10) continue;
+      const localPort = parseInt(fields[1]!.split(':')[1]!, 16);
+      const listening = fields[3] === '0A';
+      if (localPort === port && !listening && inodes.has(fields[9]!)) count++;
+    }
+  }
+  return count;
+}
+
+/**
+ * Bytes the kernel holds for the TCP connection from local port `localPort`
+ * to `remotePort` on this machine: `tx` sent but not yet acknowledged by the
+ * peer, `rx` received but not yet read by the process.
+ */
+export function socketQueues(localPort: number, remotePort: number): { tx: number; rx: number } {
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    const lines = existsSync(table) ? readFileSync(table, 'utf8').split('\n').slice(1) : [];
+    for (const line of lines) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 10) continue;
+      const local = parseInt(fields[1]!.split(':').at(-1)!, 16);
+      const remote = parseInt(fields[2]!.split(':').at(-1)!, 16);
+      if (local !== localPort || remote !== remotePort) continue;
+      const [tx, rx] = fields[4]!.split(':').map((hex) => parseInt(hex, 16));
+      return { tx: tx!, rx: rx! };
+    }
+  }
+  return { tx: 0, rx: 0 };
 }

@@ -226,6 +226,8 @@ function breakingPacket(rng: Prng, role: Role, maxFrameBytes: number): Packet {
 class RawSocketIo {
   outstanding = 0;
   closed = false;
+  /** How the connection ended: the WebSocket close code and reason. */
+  closedWith = '';
   connectReply: string | undefined;
   private readonly pendingAcks = new Map<number, string>();
   private readonly recent: string[] = [];
@@ -237,8 +239,9 @@ class RawSocketIo {
     private readonly tally: Tally,
   ) {
     ws.on('message', (raw, isBinary) => this.onMessage(isBinary ? '' : raw.toString()));
-    ws.on('close', () => {
+    ws.on('close', (code, reason) => {
       this.closed = true;
+      this.closedWith = `${code}${reason.length > 0 ? ` ${reason.toString()}` : ''}`;
       this.wake?.();
     });
     ws.on('error', () => undefined);
@@ -385,15 +388,17 @@ export async function runSocketIoRawLane(rng: Prng, options: SocketIoRawLaneOpti
         conn.send(packet);
         sent++;
         tally.count('socket.io raw', packet.data.length);
-        // Either the node closes the connection, or it goes on answering.
+        // Either the node closes the connection, or it goes on answering. (After a
+        // namespace disconnect Socket.IO drops the namespace's events: nothing to ask.)
         const probeId = 1_000_000 + ++ackId;
         const probe: Packet = { data: `42${probeId}["ping",{}]`, answered: true };
         await new Promise((resolve) => setTimeout(resolve, 50));
-        if (!conn.closed) {
+        if (!conn.closed && packet.breaks !== 'disconnect') {
           conn.send(probe, probeId);
           await conn.until(0, options.replyTimeoutMs);
         }
         if (conn.closed) tally.bump(tally.closes, `socket.io raw closed after ${packet.breaks}`);
+        else if (packet.breaks === 'disconnect') tally.bump(tally.closes, 'socket.io raw namespace disconnect');
         else if (conn.outstanding === 0) tally.bump(tally.closes, `socket.io raw survived ${packet.breaks}`);
         else tally.finding('no reply', `socket.io raw ${role.name}: ping unanswered after ${excerpt(packet.data)}`);
         dropped = true;
@@ -414,7 +419,7 @@ export async function runSocketIoRawLane(rng: Prng, options: SocketIoRawLaneOpti
     if (!dropped && !conn.closed) {
       if (!(await conn.until(0, options.replyTimeoutMs))) tally.finding('no reply', `socket.io raw ${role.name}: ${conn.outstanding} unanswered; last ${conn.lastPackets()}`);
     } else if (!dropped && conn.closed) {
-      tally.finding('connection dropped', `socket.io raw ${role.name}: closed; last ${conn.lastPackets()}`);
+      tally.finding('connection dropped', `socket.io raw ${role.name}: closed with ${conn.closedWith}; last ${conn.lastPackets()}`);
     }
     ws.terminate();
   }
