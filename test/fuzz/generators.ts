@@ -22,6 +22,23 @@ const FIELDS: Record<Op, readonly string[]> = {
   history: ['topic', 'from', 'limit'],
 };
 
+/** How often each op is picked: writes and reads more than the handshake-like ops; `auth` costs a token check. */
+const OP_WEIGHTS: ReadonlyArray<readonly [number, Op]> = [
+  [5, 'publish'],
+  [4, 'subscribe'],
+  [2, 'unsubscribe'],
+  [3, 'ack'],
+  [3, 'nack'],
+  [4, 'history'],
+  [1, 'hello'],
+  [1, 'ping'],
+  [0.5, 'auth'],
+];
+
+export function pickOp(rng: Prng): Op {
+  return rng.weighted(OP_WEIGHTS);
+}
+
 const REQUIRED: Record<Op, readonly string[]> = {
   hello: [],
   ping: [],

@@ -1,6 +1,6 @@
 import { io, type Socket } from 'socket.io-client';
 import { toValue, Obj, Raw } from './json-text.js';
-import { OPS, hostileString, hostilityOf, jsonValue, nestedText, randomBytes, requestFields, type Op, type Vocabulary } from './generators.js';
+import { OPS, hostileString, hostilityOf, jsonValue, nestedText, pickOp, randomBytes, requestFields, type Op, type Vocabulary } from './generators.js';
 import type { Prng } from './prng.js';
 import { namesProtectedTopic, pickRole, type Role } from './roles.js';
 import { excerpt, type Tally } from './tally.js';
@@ -35,20 +35,8 @@ export const EXCLUDED_EVENT_NAMES = new Set(['error']);
  */
 export const MAX_BUFFER_PAYLOAD_BYTES = 64;
 
-const EVENT_OPS: ReadonlyArray<readonly [number, Op]> = [
-  [5, 'publish'],
-  [4, 'subscribe'],
-  [2, 'unsubscribe'],
-  [3, 'ack'],
-  [3, 'nack'],
-  [4, 'history'],
-  [1, 'hello'],
-  [1, 'ping'],
-  [0.5, 'auth'],
-];
-
 function eventName(rng: Prng): string {
-  if (rng.chance(0.9)) return rng.weighted(EVENT_OPS);
+  if (rng.chance(0.9)) return pickOp(rng);
   const name = rng.pick(['', ' ', 'explode', 'PUBLISH', 'message', 'ok', 'move', 'reset', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'x'.repeat(10_000), hostileString(rng)]);
   return CLIENT_RESERVED.has(name) || EXCLUDED_EVENT_NAMES.has(name) ? 'ping' : name;
 }

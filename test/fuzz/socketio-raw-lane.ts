@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
 import { Obj, toText, type Json } from './json-text.js';
-import { OPS, deepText, hostileString, hostilityOf, jsonValue, mutateText, nestedText, randomBytes, requestFields, type Op } from './generators.js';
+import { OPS, deepText, hostileString, hostilityOf, jsonValue, mutateText, nestedText, pickOp, randomBytes, requestFields, type Op } from './generators.js';
 import type { Prng } from './prng.js';
 import { namesProtectedTopic, pickRole, type Role } from './roles.js';
 import { EXCLUDED_EVENT_NAMES } from './socketio-lane.js';
@@ -32,22 +32,23 @@ interface Packet {
 }
 
 function eventName(rng: Prng): Json {
-  if (rng.chance(0.9)) return rng.pick(OPS);
+  if (rng.chance(0.9)) return pickOp(rng);
   const name = rng.pick<Json>(['', 'explode', 'message', 'ok', '__proto__', 'constructor', 'x'.repeat(5000), hostileString(rng), 0, 7, -1, 1.5]);
   return typeof name === 'string' && (EXCLUDED_EVENT_NAMES.has(name) || PARSER_RESERVED.includes(name)) ? 'ping' : name;
 }
 
 /**
  * `42[event, payload]` with or without an ack id: one reply must come. Its
- * JSON is valid (hostile values such as `NaN` are written again): what
- * socket.io-parser refuses is a breaking packet.
+ * JSON is valid and it fits the frame limit (others are written again): what
+ * socket.io-parser or engine.io refuse is a breaking packet.
  */
 function eventPacket(rng: Prng, role: Role, ackId: number | undefined, maxFrameBytes: number): Packet {
   for (;;) {
     const packet = anyEventPacket(rng, role, ackId, maxFrameBytes);
-    const json = (packet.data as string).replace(/^42\d*/, '');
+    const text = packet.data as string;
+    if (Buffer.byteLength(text) > maxFrameBytes) continue;
     try {
-      JSON.parse(json);
+      JSON.parse(text.replace(/^42\d*/, ''));
       return packet;
     } catch {
       // not JSON: try again

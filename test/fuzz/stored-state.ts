@@ -1,5 +1,5 @@
 import { RawClient } from '../helpers/raw-client.js';
-import { eventually } from '../helpers/util.js';
+import { eventually, sleep } from '../helpers/util.js';
 
 /** Topics written before the fuzz run and compared after it. */
 export const RECORDED_TOPICS = ['rec.orders', 'rec.events', 'rec.jobs'];
@@ -20,6 +20,16 @@ function withoutVolatile(value: unknown): unknown {
   return Object.fromEntries(Object.entries(value).filter(([k]) => !VOLATILE.has(k)).map(([k, v]) => [k, withoutVolatile(v)]));
 }
 
+/** Publishes, waiting out the node's publish rate limit (the fuzzed node's is small). */
+async function publish(client: RawClient, frame: Record<string, unknown>): Promise<void> {
+  for (;;) {
+    const reply = await client.request({ op: 'publish', ...frame });
+    if (reply.op === 'ok') return;
+    if (reply.code !== 'rate_limited') throw new Error(`publish ${JSON.stringify(frame)}: ${JSON.stringify(reply)}`);
+    await sleep(Number(reply.retryAfterMs));
+  }
+}
+
 async function api(target: Target, token: string, path: string): Promise<unknown> {
   const res = await fetch(`${target.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
   const body = (await res.json()) as unknown;
@@ -36,14 +46,14 @@ export async function storeRecorded(target: Target, adminToken: string): Promise
   const client = await RawClient.connect(`${target.wsUrl}?token=${encodeURIComponent(adminToken)}`);
   try {
     for (let i = 1; i <= 20; i++) {
-      await client.ok({ op: 'publish', topic: 'rec.orders', data: { sku: `A-${i}`, qty: i, note: 'ünïcödé 😀 \u2028' }, key: `order-${i}` });
+      await publish(client, { topic: 'rec.orders', data: { sku: `A-${i}`, qty: i, note: 'ünïcödé 😀 \u2028' }, key: `order-${i}` });
     }
     for (let i = 1; i <= 5; i++) {
       // Own `__proto__` and `constructor` keys must come back as stored.
       const data = JSON.parse(`{"i":${i},"__proto__":{"admin":true},"constructor":"x","nested":{"list":[1,"two",null,{"deep":[true,false]}]}}`) as unknown;
-      await client.ok({ op: 'publish', topic: 'rec.events', data });
+      await publish(client, { topic: 'rec.events', data });
     }
-    for (let i = 1; i <= 10; i++) await client.ok({ op: 'publish', topic: 'rec.jobs', data: { job: i } });
+    for (let i = 1; i <= 10; i++) await publish(client, { topic: 'rec.jobs', data: { job: i } });
 
     await client.ok({ op: 'subscribe', topic: 'rec.jobs', group: 'workers', from: 1, prefetch: 4, ackWait: 60_000 });
     const leased = await client.waitForMessages(4, 'rec.jobs', 'workers');

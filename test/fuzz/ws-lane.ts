@@ -8,9 +8,9 @@ import {
   isUtf8,
   jsonValue,
   mutateText,
+  pickOp,
   randomBytes,
   requestObject,
-  type Op,
   type Vocabulary,
 } from './generators.js';
 import type { Prng } from './prng.js';
@@ -38,20 +38,8 @@ type WsFrame =
   /** The node must close the connection with `code` (an oversized frame, a text frame that is not UTF-8). */
   | { kind: 'closing'; data: string | Buffer; binary: boolean; code: number; why: string };
 
-const REQUEST_OPS: ReadonlyArray<readonly [number, Op]> = [
-  [5, 'publish'],
-  [4, 'subscribe'],
-  [2, 'unsubscribe'],
-  [3, 'ack'],
-  [3, 'nack'],
-  [4, 'history'],
-  [1, 'hello'],
-  [1, 'ping'],
-  [0.5, 'auth'],
-];
-
 function requestText(rng: Prng, vocab: Vocabulary, id: Json, hostility: number): string {
-  const obj = requestObject(rng, rng.weighted(REQUEST_OPS), id, vocab, hostility);
+  const obj = requestObject(rng, pickOp(rng), id, vocab, hostility);
   if (!rng.chance(0.03)) return toText(obj);
   const junk = rng.pick(['explode', 'PUBLISH', 'message', 'ok', '__proto__', 'constructor', hostileString(rng)]);
   return toText(new Obj(obj.pairs.map(([k, v]): [string, Json] => [k, k === 'op' ? junk : v])));
@@ -291,7 +279,8 @@ export async function runWsLane(rng: Prng, options: WsLaneOptions): Promise<void
       continue;
     }
     const conn = new FuzzConnection(ws, role, tally);
-    const window = rng.int(1, 48);
+    // Up to more requests in flight than MAX_INFLIGHT allows.
+    const window = rng.int(1, 96);
     let id = 0;
     for (let n = rng.int(50, 600); n > 0 && sent < options.frames && conn.open; n--) {
       const frame = nextWsFrame(rng, role.vocab, ++id, options.maxFrameBytes);
