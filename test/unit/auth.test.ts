@@ -445,7 +445,8 @@ describe('token verification with a JWKS endpoint', () => {
   it('refreshes the key set in the background, keeping the last keys while the endpoint fails', async () => {
     const a = await signingKey('ES256', 'a');
     served = { status: 200, keys: [a.jwk] };
-    const v = verifier({ jwksUrl, jwksRefreshMs: 0 });
+    // Checked every time (no cache of verified tokens), so the removal below shows at once.
+    const v = verifier({ jwksUrl, jwksRefreshMs: 0, verifiedCacheMs: 0 });
     const token = await a.token({ sub: 'u' });
     expect((await v.verify(token)).sub).toBe('u');
 
@@ -462,6 +463,20 @@ describe('token verification with a JWKS endpoint', () => {
       10_000,
       'the removed key to be refused',
     );
+  });
+
+  it('takes a token it verified lately as verified, until the cache window or the token ends', async () => {
+    const a = await signingKey('ES256', 'a');
+    served = { status: 200, keys: [a.jwk] };
+    const v = verifier({ jwksUrl, jwksRefreshMs: 0, verifiedCacheMs: 60_000 });
+    const token = await a.token({ sub: 'u' });
+    expect((await v.verify(token)).sub).toBe('u');
+    // The key is gone and the node has seen it gone: a token checked again would be refused, the cached one is not.
+    served = { status: 200, keys: [] };
+    let n = 0;
+    // A new token each time: one that verified would itself be cached.
+    await eventually(async () => (await failure(v.verify(await a.token({ sub: `w${++n}` })))).message.startsWith('no signing key matches'), 10_000, 'the removed key to be seen');
+    expect((await v.verify(token)).sub).toBe('u');
   });
 
   it('tries each candidate key for a token without kid', async () => {

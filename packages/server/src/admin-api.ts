@@ -3,6 +3,7 @@ import {
   DEFAULTS,
   LIMITS,
   MeshError,
+  countOf,
   deadLetterTopicOf,
   groupKey,
   isDeadLetterTopic,
@@ -194,7 +195,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
   const summarize = async (actor: Principal, info: TopicInfo, deadLetters: number, activity: TopicActivity): Promise<TopicSummary> => {
     const groups = await broker.groups(actor, info.topic);
     let members = 0;
-    for (const g of groups) members += activity.members[groupKey(info.topic, g.group)] ?? 0;
+    for (const g of groups) members += countOf(activity.members, groupKey(info.topic, g.group));
     return {
       topic: info.topic,
       epoch: info.epoch,
@@ -203,8 +204,8 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
       last: info.last,
       lastMessageAt: await newestTs(actor, info),
       retention: options.retention(info.topic),
-      publishRate: activity.publishRates[info.topic] ?? 0,
-      subscribers: activity.subscribers[info.topic] ?? 0,
+      publishRate: countOf(activity.publishRates, info.topic),
+      subscribers: countOf(activity.subscribers, info.topic),
       groups: groups.length,
       members,
       deadLetters,
@@ -213,7 +214,7 @@ export function adminRoutes(options: AdminApiOptions): Record<string, JsonRoute>
 
   const groupView = (info: TopicInfo, group: GroupInfo, activity: TopicActivity): GroupView => ({
     ...group,
-    members: activity.members[groupKey(info.topic, group.group)] ?? 0,
+    members: countOf(activity.members, groupKey(info.topic, group.group)),
     ready: Math.max(0, info.last - Math.max(group.cursor, info.first) + 1),
   });
 

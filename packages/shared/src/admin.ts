@@ -294,3 +294,12 @@ export interface ClusterStats {
   missing: string[];
   totals: Omit<NodeActivity, 'node'>;
 }
+
+/**
+ * The count for `key` (a topic, or a {@link groupKey}) in an activity
+ * record, 0 when it has none. Own properties only: a topic may be named
+ * `constructor` or `__proto__`.
+ */
+export function countOf(record: Readonly<Record<string, number>>, key: string): number {
+  return Object.hasOwn(record, key) ? (record[key] ?? 0) : 0;
+}

@@ -162,9 +162,17 @@ function isRequestOp(op: unknown): op is RequestOp {
   return typeof op === 'string' && Object.hasOwn(schemas, op);
 }
 
+/** Unknown fields an error message names at most. */
+const MAX_NAMED_FIELDS = 5;
+
 function describe(issue: z.core.$ZodIssue, frame: Record<string, unknown>): string {
   const path = issue.path.map(String).join('.');
-  if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+  if (issue.code === 'unrecognized_keys') {
+    // Named, but never echoed unbounded: a hostile frame may carry thousands of long keys.
+    const named = issue.keys.slice(0, MAX_NAMED_FIELDS).map((k) => `'${k.length > 64 ? `${k.slice(0, 64)}…` : k}'`);
+    const more = issue.keys.length > MAX_NAMED_FIELDS ? ` and ${issue.keys.length - MAX_NAMED_FIELDS} more` : '';
+    return `unknown field${issue.keys.length > 1 ? 's' : ''} ${named.join(', ')}${more}`;
+  }
   if (issue.path.length === 1 && frame[path] === undefined) return `'${path}' is required`;
   return path ? `'${path}': ${issue.message}` : issue.message;
 }

@@ -3,7 +3,7 @@
  * into an Identity. Every failure is a MeshError: 'unauthorized' with a reason
  * a user can act on, or 'unavailable' when the signing keys cannot be fetched.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { MeshError } from '@meshmq/shared';
 import {
@@ -43,6 +43,11 @@ export interface AuthOptions {
    * refuse tokens whose keys are known.
    */
   jwksRefreshMs?: number;
+  /**
+   * How long a verified token is taken as verified again without checking it
+   * (never past its exp), in ms (default VERIFIED_CACHE_MS); 0 checks every time.
+   */
+  verifiedCacheMs?: number;
 }
 
 export interface Identity {
@@ -64,6 +69,10 @@ export const MIN_SECRET_BYTES = 32;
 /** Tokens longer than this are refused before any parsing. */
 export const MAX_TOKEN_LENGTH = 8 * 1024;
 export const MAX_SUB_LENGTH = 200;
+/** How long a verified token is taken as verified again without checking its signature (never past its exp). */
+export const VERIFIED_CACHE_MS = 30_000;
+/** Verified tokens remembered at most (the oldest is forgotten first). */
+export const VERIFIED_CACHE_SIZE = 10_000;
 
 /** Algorithms accepted from a JWKS; a public key file accepts the one its key type implies. */
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'ES256', 'EdDSA'] as const;
@@ -137,8 +146,12 @@ const unauthorized = (reason: string) => new MeshError('unauthorized', reason);
 export class TokenVerifier {
   private readonly verifyOptions: JWTVerifyOptions;
   private readonly getKey: JWTVerifyGetKey;
+  /** Digests of tokens verified lately, oldest first, with until when each may be taken as verified. */
+  private readonly verified = new Map<string, { identity: Identity; until: number }>();
+  private readonly verifiedCacheMs: number;
 
   private constructor(options: AuthOptions) {
+    this.verifiedCacheMs = options.verifiedCacheMs ?? VERIFIED_CACHE_MS;
     if (options.publicKeyFile && options.jwksUrl) {
       throw new MeshError('bad_request', 'configure either an auth public key or an auth JWKS URL, not both');
     }
@@ -180,6 +193,20 @@ export class TokenVerifier {
   async verify(token: string): Promise<Identity> {
     if (typeof token !== 'string' || token === '') throw unauthorized('malformed token');
     if (token.length > MAX_TOKEN_LENGTH) throw unauthorized(`malformed token: longer than ${MAX_TOKEN_LENGTH} characters`);
+    const now = Date.now();
+    // Keyed by digest: ten thousand tokens of up to 8 KiB would otherwise be kept whole.
+    const digest = createHash('sha256').update(token).digest('base64');
+    const cached = this.verified.get(digest);
+    if (cached && cached.until > now) return cached.identity;
+    const identity = await this.check(token);
+    // Remembered briefly, never past the token's expiry: the console polls the admin API with the same token every second.
+    const until = Math.min(now + this.verifiedCacheMs, identity.expiresAt ?? Infinity);
+    if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(digest, { identity, until });
+    return identity;
+  }
+
+  private async check(token: string): Promise<Identity> {
     let payload: JWTPayload;
     try {
       payload = (await this.verifyJwt(token)).payload;

@@ -8,13 +8,16 @@ export const ACTIVITY_TIMEOUT_MS = 1500;
 
 type Envelope = { ask: string; from: string } | { answer: string; to: string; activity: NodeActivity };
 
+/** Adds the counts of `add` into `target`, a record without a prototype (topic names may be `__proto__`). */
 function sumInto(target: Record<string, number>, add: Record<string, number>): void {
   for (const [k, v] of Object.entries(add)) target[k] = (target[k] ?? 0) + v;
 }
 
+const counts = (): Record<string, number> => Object.create(null) as Record<string, number>;
+
 /** The cluster's totals of a set of node answers. */
 export function totalsOf(nodes: NodeActivity[]): ClusterStats['totals'] {
-  const totals: ClusterStats['totals'] = { connections: 0, subscriptions: 0, subscribers: {}, members: {}, publishRates: {} };
+  const totals: ClusterStats['totals'] = { connections: 0, subscriptions: 0, subscribers: counts(), members: counts(), publishRates: counts() };
   for (const n of nodes) {
     totals.connections += n.connections;
     totals.subscriptions += n.subscriptions;

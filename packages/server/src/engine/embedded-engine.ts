@@ -91,6 +91,8 @@ export class EmbeddedEngine implements Engine {
   /** Durable view of each topic: what listeners have been told about. */
   private readonly topics = new Map<string, TopicInfo>();
   private readonly groups = new Map<string, GroupState>();
+  /** Topics being created, so that concurrent first publishes share one creation. */
+  private readonly creating = new Map<string, Promise<TopicInfo>>();
   private readonly listeners = new Set<MessageListener>();
   private readonly sequencer: LiveSequencer;
   private readonly retention: (topic: string) => RetentionPolicy;
@@ -271,15 +273,29 @@ export class EmbeddedEngine implements Engine {
     return known && { ...known, epochs: [...known.epochs] };
   }
 
-  /** Creates the topic's record (first publish or group); refuses one past maxTopics. */
-  private async createTopic(topic: string): Promise<TopicInfo> {
+  /**
+   * Creates the topic's record (first publish or group); refuses one past
+   * maxTopics. Concurrent callers share one creation, so publishes that
+   * arrive while it is under way go on in the order they came.
+   */
+  private createTopic(topic: string): Promise<TopicInfo> {
     const known = this.topics.get(topic);
-    if (known) return known;
+    if (known) return Promise.resolve(known);
+    let creating = this.creating.get(topic);
+    if (!creating) {
+      creating = this.writeTopic(topic).finally(() => this.creating.delete(topic));
+      this.creating.set(topic, creating);
+    }
+    return creating;
+  }
+
+  private async writeTopic(topic: string): Promise<TopicInfo> {
     this.assertOpen();
-    // Every topic counts; only the broker's own dead-letter topics are created past the limit.
+    // Every topic counts, those being created too; only the broker's own dead-letter topics are created past the limit.
     const max = this.options.maxTopics;
-    if (!isDeadLetterTopic(topic) && max !== undefined && this.topics.size >= max) {
-      throw new MeshError('limit_exceeded', `this node holds ${this.topics.size} topics, its limit (--max-topics); topic '${topic}' was not created`);
+    const count = this.topics.size + this.creating.size;
+    if (!isDeadLetterTopic(topic) && max !== undefined && count >= max) {
+      throw new MeshError('limit_exceeded', `this node holds ${count} topics, its limit (--max-topics); topic '${topic}' was not created`);
     }
     let record: TopicRecord;
     try {
@@ -356,7 +372,10 @@ export class EmbeddedEngine implements Engine {
 
   private async expireDedupeKeys(topic: string, now: number): Promise<void> {
     const expired: Array<[string, string]> = [];
-    for (const { key, value } of this.dedupeDb.getRange({ start: [topic, ''], end: [topic, '\uffff'] })) {
+    // From the topic's first key until another topic's: an end bound such as [topic, '\uffff'] would miss keys
+    // that start above U+FFFF (their UTF-8 sorts after it), and they would never expire.
+    for (const { key, value } of this.dedupeDb.getRange({ start: [topic, ''] })) {
+      if (key[0] !== topic) break;
       if (now - value.ts >= this.dedupeWindowMs) expired.push(key);
     }
     if (expired.length > 0) await this.write(() => expired.forEach((key) => this.dedupeDb.remove(key)));

@@ -157,7 +157,8 @@ export class SocketIoTransport {
       const id = nextId++;
       if (ack) pending.set(id, ack);
       const payload = args[0] ?? {};
-      if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+      // Plain objects only: spreading anything else (a Buffer of 2 MiB, an array) would cost far more than its size.
+      if (!isPlainObject(payload)) {
         connection.send({ op: 'error', id, code: 'bad_request', message: 'the event payload must be an object' });
       } else if ('op' in payload || 'id' in payload) {
         connection.send({ op: 'error', id, code: 'bad_request', message: "the event name is the op; do not send 'op' or 'id'" });
@@ -171,7 +172,9 @@ export class SocketIoTransport {
       pending.clear();
       void session.close();
     });
-    socket.on('error', (err) => session.sendError(null, MeshError.from(err)));
+    // Socket.IO reports packets its parser refused here (the client is then disconnected), and a client's own
+    // event named 'error' reaches this listener too (onAny answered it as an unknown op): neither is the node's failure.
+    socket.on('error', (err: unknown) => this.options.logger.debug({ session: session.id, reason: MeshError.from(err).message.slice(0, 200) }, 'socket.io error'));
   }
 
   async close(): Promise<void> {
@@ -180,6 +183,12 @@ export class SocketIoTransport {
       void this.io.close(() => resolve());
     });
   }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
 }
 
 /** The WebSocket under an engine.io connection, when its transport is one. */
