@@ -46,7 +46,7 @@ export class Cluster {
     self: () => NodeRecord,
     local: () => NodeActivity,
   ) {
-    this.link = new RedisLink({ url: options.url, logger: options.logger });
+    this.link = new RedisLink({ url: options.url, logger: options.logger, replicatedWrites: options.waitReplicas > 0 });
     this.membership = new Membership<NodeRecord>({
       link: this.link,
       keyPrefix: options.keyPrefix,

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { MeshError } from '@meshmq/shared';
+import type { ReplicatedWrite } from './redis-replicated-writes.js';
 
 export type Listener = (message: string, channel: string) => void;
 
@@ -16,11 +17,12 @@ export interface Backend {
   /** Aborting `signal` withdraws the command while it waits to be written; once written it is ignored. */
   send(args: Array<string | Buffer>, routeKey: string | undefined, signal: AbortSignal): Promise<unknown>;
   /**
-   * Writes `commands` back to back on one connection (the one serving
-   * `routeKey`), so that a WAIT among them counts the replicas of the writes
-   * before it on that very connection. One outcome per command.
+   * Writes `write`, then waits for `replicas` replicas to confirm it (Redis
+   * WAIT, at most `timeoutMs`) on the same connection as the write, so the
+   * count is of replicas that have this write of this server. Aborting
+   * `signal` withdraws it while it waits to be sent.
    */
-  sendTogether(commands: string[][], routeKey: string | undefined, signal: AbortSignal): Array<Promise<unknown>>;
+  writeReplicated(write: string[], routeKey: string | undefined, replicas: number, timeoutMs: number, signal: AbortSignal): ReplicatedWrite;
   sSubscribe(channel: string, listener: Listener, buffers?: boolean): Promise<unknown>;
   sUnsubscribe(channel: string): Promise<unknown>;
   /** Calls `changed` on every event that may change readiness. */
@@ -65,5 +67,7 @@ export interface BackendOptions {
   maxReconnectDelayMs: number;
   /** How long a PING that checks a suspect connection may take. */
   probeTimeoutMs: number;
+  /** Open a connection of its own for writes that wait for replicas (publishes with `--redis-replicas`). */
+  replicatedWrites: boolean;
   logger?: Logger;
 }

@@ -30,11 +30,13 @@ export function clusterBackend(rootNodes: Array<{ url: string }>, clientOptions:
       await cluster.close();
     },
     send: (args, key, abortSignal) => cluster.sendCommand(key, false, args, { abortSignal }),
-    sendTogether: (commands, key, abortSignal) => {
-      if (key === undefined) throw new MeshError('internal', 'commands sent together on Redis Cluster need the key that picks their shard');
-      // Both sends are queued in the same turn on the shard primary's one client, so they are written back to back.
+    writeReplicated: (write, key, replicas, timeoutMs, abortSignal) => {
+      if (key === undefined) throw new MeshError('internal', 'a replicated write on Redis Cluster needs the key that picks its shard');
+      // Both are queued in the same turn on the shard primary's client, so they are written back to back on its connection
+      // (where WAIT holds up the shard's other commands while it waits: node-redis keeps one connection per shard).
       const client = cluster.getNodeClientForKey(key);
-      return commands.map((args) => client.then((c) => c.sendCommand(args, { abortSignal })));
+      const [written, replicated] = [write, ['WAIT', String(replicas), String(timeoutMs)]].map((args) => client.then((c) => c.sendCommand(args, { abortSignal })));
+      return { written: written!, replicated: replicated! };
     },
     sSubscribe: (channel, listener, buffers) => cluster.sSubscribe(channel, listener, buffers),
     sUnsubscribe: (channel) => cluster.sUnsubscribe(channel),

@@ -109,7 +109,7 @@ export class RedisEngine implements Engine {
       this.ownsLink = false;
     } else {
       if (options.url === undefined) throw new MeshError('bad_request', 'RedisEngine needs a link or a url');
-      this.link = new RedisLink({ ...options, url: options.url });
+      this.link = new RedisLink({ ...options, url: options.url, replicatedWrites: (options.replicas ?? 0) > 0 });
       this.ownsLink = true;
     }
     this.prefix = options.keyPrefix ?? 'mq:';

@@ -34,6 +34,8 @@ export interface RedisLinkOptions {
   commandTimeoutMs?: number;
   /** Longest wait between reconnect attempts. Default {@link DEFAULT_MAX_RECONNECT_DELAY_MS}. */
   maxReconnectDelayMs?: number;
+  /** Writes will wait for replicas ({@link RedisLink.evalThenWait}): give them a connection of their own. Default false. */
+  replicatedWrites?: boolean;
   logger?: Logger;
 }
 
@@ -105,6 +107,7 @@ export class RedisLink extends EventEmitter {
       },
       maxReconnectDelayMs,
       probeTimeoutMs: this.timeoutMs,
+      replicatedWrites: options.replicatedWrites ?? false,
       logger: options.logger,
     });
     this.backend.watch((err) => {
@@ -179,12 +182,14 @@ export class RedisLink extends EventEmitter {
   }
 
   /**
-   * Runs a script, then `WAIT replicas timeoutMs` right behind it on the
-   * same connection, so the count is of replicas that have this script's
-   * writes on the server that ran it. (A WAIT sent later on its own could
-   * run on another connection, or on a new primary after a failover, and
-   * count nothing of this write.) Fails like {@link eval}; when the script
-   * ran but WAIT's answer did not come back, with `maybe_stored`.
+   * Runs a script, then `WAIT replicas timeoutMs` behind it on the same
+   * connection, so the count is of replicas that have this script's writes
+   * on the server that ran it. (A WAIT sent later on its own could run on
+   * another connection, or on a new primary after a failover, and count
+   * nothing of this write.) Writes that wait for replicas share one
+   * connection of their own and one WAIT per batch (ReplicatedWrites).
+   * Fails like {@link eval}; when the script ran but WAIT's answer did not
+   * come back, with `maybe_stored`.
    */
   async evalThenWait<T = unknown>(script: LuaScript, keys: string[], args: Array<string | number>, replicas: number, timeoutMs: number): Promise<ReplicatedReply<T>> {
     const tail = [String(keys.length), ...keys, ...args.map(String)];
@@ -197,22 +202,23 @@ export class RedisLink extends EventEmitter {
   }
 
   private async together<T>(write: string[], key: string, replicas: number, waitMs: number): Promise<ReplicatedReply<T>> {
-    const timeoutMs = this.timeoutMs + waitMs;
+    // A write may wait for the batch before it to be confirmed, then for its own.
+    const timeoutMs = this.timeoutMs + 2 * waitMs;
     const command: CommandInfo = { name: write[0]!, key, timeoutMs };
     if (!this.backend.ready) throw unreachable(command);
     const withdraw = new AbortController();
     const deadline = this.deadline(timeoutMs, withdraw);
     try {
-      const [written, waited] = this.backend.sendTogether([write, ['WAIT', String(replicas), String(waitMs)]], key, withdraw.signal);
-      waited!.catch(() => undefined); // read below, or moot when the script failed
+      const { written, replicated } = this.backend.writeReplicated(write, key, replicas, waitMs, withdraw.signal);
+      replicated.catch(() => undefined); // read below, or moot when the script failed
       let reply: T;
       try {
-        reply = (await Promise.race([written!, deadline.passed])) as T;
+        reply = (await Promise.race([written, deadline.passed])) as T;
       } catch (err) {
         throw this.failure(err, command);
       }
       try {
-        return { reply, replicas: Number(await Promise.race([waited!, deadline.passed])) };
+        return { reply, replicas: Number(await Promise.race([replicated, deadline.passed])) };
       } catch (err) {
         if (err instanceof NoAnswerError) this.backend.suspect('no-answer');
         throw new MeshError(

@@ -1,5 +1,6 @@
 import { ClientOfflineError, createClient } from 'redis';
 import type { Backend, BackendOptions, Listener } from './redis-backend.js';
+import { ReplicatedWrites, type ReplicatedWrite } from './redis-replicated-writes.js';
 
 /** Where the primary is: a URL to connect to, and its `host:port` as Sentinel names it. */
 export interface PrimaryTarget {
@@ -40,12 +41,17 @@ interface NodeClient {
   sUnsubscribe(channel: string): Promise<unknown>;
 }
 
-/** One connection to one primary: commands and sharded pub/sub, opened and dropped together. */
+/** One connection to one primary: commands, sharded pub/sub and, maybe, replicated writes, opened and dropped together. */
 interface Connection {
   readonly id: number;
   readonly address: string;
   readonly commands: NodeClient;
   readonly subscriber: NodeClient;
+  readonly replicated: { client: NodeClient; writes: ReplicatedWrites } | undefined;
+}
+
+function clientsOf(c: Connection): NodeClient[] {
+  return c.replicated ? [c.commands, c.subscriber, c.replicated.client] : [c.commands, c.subscriber];
 }
 
 /**
@@ -53,8 +59,8 @@ interface Connection {
  * Sentinel names. It never reconnects behind a command's back: when the
  * connection drops, every command still in flight fails, the backend is not
  * ready (new commands fail at once, unsent) until it has connected again,
- * and each connection is a new pair of clients, so two commands sent
- * together run on the same server or not at all.
+ * and each connection is a new set of clients, so a write and the WAIT
+ * after it run on the same server or not at all.
  *
  * With Sentinel it also listens to Sentinel's notifications: a switch of
  * primary drops the old connection at once; a primary that the Sentinels
@@ -81,7 +87,7 @@ export class PrimaryBackend implements Backend {
 
   get ready(): boolean {
     const c = this.current;
-    return c !== undefined && c.commands.isReady && c.subscriber.isReady;
+    return c !== undefined && clientsOf(c).every((client) => client.isReady);
   }
 
   watch(changed: (err?: Error) => void): void {
@@ -126,10 +132,11 @@ export class PrimaryBackend implements Backend {
     return c.commands.sendCommand(args, { abortSignal });
   }
 
-  sendTogether(commands: string[][], _routeKey: string | undefined, abortSignal: AbortSignal): Array<Promise<unknown>> {
-    const c = this.current;
-    // One client per connection, never reconnected: commands queued on it in one turn go out together or fail together.
-    return commands.map((args) => (c ? c.commands.sendCommand(args, { abortSignal }) : Promise.reject(new ClientOfflineError())));
+  writeReplicated(write: string[], _routeKey: string | undefined, replicas: number, timeoutMs: number, abortSignal: AbortSignal): ReplicatedWrite {
+    const replicated = this.current?.replicated;
+    if (!replicated) return { written: Promise.reject(new ClientOfflineError()), replicated: Promise.reject(new ClientOfflineError()) };
+    // Its client is never reconnected: a write and the WAIT after it run on the same server or not at all.
+    return replicated.writes.add(write, replicas, timeoutMs, abortSignal);
   }
 
   sSubscribe(channel: string, listener: Listener, buffers?: boolean): Promise<unknown> {
@@ -167,7 +174,8 @@ export class PrimaryBackend implements Backend {
   /** Closes a connection: commands in flight on it fail; a new one is sought unless the backend is closing. */
   private drop(c: Connection, why?: Error): void {
     if (this.current === c) this.current = undefined;
-    for (const client of [c.commands, c.subscriber]) {
+    c.replicated?.writes.fail(new ClientOfflineError());
+    for (const client of clientsOf(c)) {
       try {
         client.destroy();
       } catch {
@@ -226,22 +234,24 @@ export class PrimaryBackend implements Backend {
     const options = { ...rest, url: target.url, socket: { ...socket, reconnectStrategy: false as const } } as never;
     const commands = createClient(options) as unknown as NodeClient;
     const subscriber = createClient(options) as unknown as NodeClient;
-    const connection: Connection = { id: ++this.connections, address: target.address, commands, subscriber };
-    for (const client of [commands, subscriber]) {
+    const replicatedClient = this.options.replicatedWrites ? (createClient(options) as unknown as NodeClient) : undefined;
+    const replicated = replicatedClient && { client: replicatedClient, writes: new ReplicatedWrites(replicatedClient) };
+    const connection: Connection = { id: ++this.connections, address: target.address, commands, subscriber, replicated };
+    for (const client of clientsOf(connection)) {
       // A client that loses its socket does not come back: the connection is over.
       client.on('error', (err: Error) => {
         if (this.current === connection) this.drop(connection, err);
       });
     }
     try {
-      await Promise.all([commands.connect(), subscriber.connect()]);
+      await Promise.all(clientsOf(connection).map((client) => client.connect()));
       if (this.locator.checksRole) {
         const role = (await commands.sendCommand(['ROLE'])) as unknown[];
         if (String(role[0]) !== 'master') throw new Error(`${target.address} is a ${String(role[0])}, not the primary`);
       }
       return connection;
     } catch (err) {
-      for (const client of [commands, subscriber]) {
+      for (const client of clientsOf(connection)) {
         try {
           client.destroy();
         } catch {
