@@ -39,41 +39,39 @@ import { luaScript } from './redis-link.js';
  * allowed; the reply is read once per script, never kept across scripts.
  */
 const FENCE_LIB = `
-local function openEpoch(meta, epoch, last, epochs, newEpoch)
-  local history = cjson.decode(epochs or cjson.encode({{epoch, 1}}))
-  history[#history + 1] = {newEpoch, tonumber(last) + 1}
+local function openEpoch(meta, newEpoch)
+  local m = redis.call('HMGET', meta, 'epoch', 'last', 'epochs')
+  local history = cjson.decode(m[3] or cjson.encode({{m[1], 1}}))
+  history[#history + 1] = {newEpoch, tonumber(m[2]) + 1}
   while #history > ${MAX_EPOCHS} do table.remove(history, 1) end
   redis.call('HSET', meta, 'epoch', newEpoch, 'epochs', cjson.encode(history))
 end
 
 local replication
-local function primaryInfo()
-  replication = replication or redis.call('INFO', 'replication')
-  return replication
-end
-local function infoField(name)
-  local info = primaryInfo()
-  local at = string.find(info, name .. ':', 1, true)
-  return at and string.sub(info, at + #name + 1, at + #name + 40) or ''
-end
 local function replid()
-  return infoField('master_replid')
+  replication = replication or redis.call('INFO', 'replication')
+  local at = string.find(replication, 'master_replid:', 1, true)
+  return string.sub(replication, at + 14, at + 53)
+end
+local function promoted()
+  local at = string.find(replication, 'master_replid2:', 1, true)
+  return string.find(string.sub(replication, at + 15, at + 54), '[^0]') ~= nil
 end
 
 local function fenceFailover(meta, newEpoch)
-  local m = redis.call('HMGET', meta, 'epoch', 'last', 'epochs', 'replid')
+  local m = redis.call('HMGET', meta, 'epoch', 'replid')
   if not m[1] then return end
   local id = replid()
-  if m[4] == id then return end
-  if string.find(infoField('master_replid2'), '[^0]') then openEpoch(meta, m[1], m[2], m[3], newEpoch) end
+  if m[2] == id then return end
+  if promoted() then openEpoch(meta, newEpoch) end
   redis.call('HSET', meta, 'replid', id)
 end
 
 local function fenceSeen(meta, seenEpoch, seenLast, newEpoch)
   if seenEpoch == '' then return end
-  local m = redis.call('HMGET', meta, 'epoch', 'last', 'epochs')
+  local m = redis.call('HMGET', meta, 'epoch', 'last')
   if m[1] ~= seenEpoch or tonumber(m[2]) >= tonumber(seenLast) then return end
-  openEpoch(meta, m[1], m[2], m[3], newEpoch)
+  openEpoch(meta, newEpoch)
 end
 
 local function createTopic(meta, epoch, now)
@@ -81,10 +79,9 @@ local function createTopic(meta, epoch, now)
 end
 `;
 
-/** Appends one message, behind the failover fence; shared by publish and dead-lettering. */
+/** Appends one message; shared by publish and dead-lettering, which fence the log first. */
 const APPEND = `
 local function append(meta, log, channel, json, now, key, maxMessages, newEpoch)
-  fenceFailover(meta, newEpoch)
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     epoch = newEpoch
@@ -287,6 +284,7 @@ for _, p in ipairs(pending) do
       if f['k'] and f['k'] ~= '' then letter = letter .. ',"key":' .. cjson.encode(f['k']) end
       letter = letter .. ',"data":' .. f['d'] .. ',"deliveries":' .. count .. ',"firstDeliveredAt":' .. firstAt ..
         ',"lastDeliveredAt":' .. (now - idle) .. ',"reason":"max_deliveries","deadLetteredAt":' .. now .. '}'
+      fenceFailover(KEYS[5], ARGV[6])
       append(KEYS[5], KEYS[6], ARGV[8], letter, ARGV[4], '', tonumber(ARGV[7]), ARGV[6])
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('HDEL', KEYS[4], 'd:' .. id, 'f:' .. id)
