@@ -78,6 +78,8 @@ export class PrimaryBackend implements Backend {
   private heldDown: string | undefined;
   /** Cuts the wait between two reconnect attempts short (Sentinel named a new primary). */
   private wake: (() => void) | undefined;
+  /** The last primary Sentinel switched to, and how many switches there were: a connection opened meanwhile to another is stale. */
+  private switches = { count: 0, to: '' };
   private probing = false;
 
   constructor(
@@ -99,6 +101,7 @@ export class PrimaryBackend implements Backend {
     this.locator.watch?.({
       switched: (address) => {
         this.heldDown = undefined;
+        this.switches = { count: this.switches.count + 1, to: address };
         if (this.current && this.current.address !== address) this.drop(this.current, new Error(`Sentinel switched the primary to ${address}`));
         this.wake?.();
       },
@@ -200,16 +203,25 @@ export class PrimaryBackend implements Backend {
       if (this.closed) return;
       try {
         const target = await this.locator.locate();
+        const switches = this.switches.count;
         if (target.address === this.heldDown) throw new Error(`the primary ${target.address} is down by the Sentinels' agreement; waiting for the failover`);
         const connection = await this.open(target);
         if (this.closed) {
           this.drop(connection);
           return;
         }
+        // Sentinel's news while it was being opened wins over the address looked up before.
+        const stale = target.address === this.heldDown || (this.switches.count !== switches && this.switches.to !== target.address);
+        if (stale) {
+          this.drop(connection);
+          continue;
+        }
         this.current = connection;
         this.changed();
         return;
       } catch (err) {
+        // The first failure of an outage is worth a warning (a node that cannot start says why); the rest are noise.
+        if (attempt === 0) this.options.logger?.warn({ err }, 'cannot reach the Redis primary; trying again');
         this.changed(err as Error);
       }
     }
