@@ -163,7 +163,8 @@ export class PrimaryBackend implements Backend {
     if (!c || this.probing) return;
     this.probing = true;
     let timer: NodeJS.Timeout | undefined;
-    const silent = new Promise<'silent'>((resolve) => (timer = setTimeout(() => resolve('silent'), this.options.probeTimeoutMs)));
+    // Settled after this turn's I/O: after a stall of the event loop, a PONG already received wins over the timer.
+    const silent = new Promise<'silent'>((resolve) => (timer = setTimeout(() => setImmediate(() => resolve('silent')), this.options.probeTimeoutMs)));
     void Promise.race([c.commands.sendCommand(['PING']).catch(() => 'failed'), silent])
       .then((answer) => {
         if (answer === 'silent' && this.current === c) this.drop(c, new Error(`no answer to PING within ${this.options.probeTimeoutMs} ms`));
