@@ -377,7 +377,7 @@ describe('Sentinel failover with a busy and a quiet node', () => {
         `sentinel failover summary: level=${level} runs=${runs.length} first-writer quiet=${runs.filter((r) => firstWriterAfterKill(r) === 'quiet').length} ` +
           `busy=${runs.filter((r) => firstWriterAfterKill(r) === 'busy').length} acked=${sum((r) => acked(r).length)} lost=${sum((r) => acked(r).filter(isLost(r)).length)} ` +
           `runs-with-loss=${runs.filter((r) => acked(r).some(isLost(r))).length} silent=${sum((r) => silentReplacements(r).length)} reassigned=${sum(reassignedOffsets)} ` +
-          `false-downs=${sum((r) => r.falseDowns.length)} noticed-ms=[${runs.flatMap((r) => [r.noticedMs.busy, r.noticedMs.quiet]).join(',')}] ` +
+          `false-downs=${sum((r) => r.falseDowns.length)} noticed-ms=[${runs.flatMap((r) => [r.noticedMs.busy, r.noticedMs.quiet]).filter((ms) => !Number.isNaN(ms)).join(',')}] ` +
           `first-unavailable-ms=[${detect.join(',')}] slowest-refusal-ms=${slowest} ` +
           `switch-ms=[${runs.map((r) => r.switchedAt - r.killAt).join(',')}]`,
       );
