@@ -79,7 +79,6 @@ interface FailoverRun {
   finalEpoch: string;
   /** Reply to a resume, in the first epoch, from just after the last offset the first subscriber saw in it. */
   resume: Frame;
-  firstEpoch: string;
   /** 'node is down' lines both nodes logged, while both were alive. */
   falseDowns: string[];
   /** Per node, ms from the kill to its log's 'redis link down': when it noticed the primary was gone. */
@@ -252,7 +251,6 @@ async function runFailover(replicas: number, first: FirstWriter): Promise<Failov
       epochEnds,
       finalEpoch,
       resume,
-      firstEpoch,
       falseDowns,
       // A stopped node notices nothing until it runs again.
       noticedMs: { busy: first === 'quiet' ? NaN : noticed(busyNode), quiet: noticed(quietNode) },
