@@ -63,6 +63,8 @@ export interface NodeConfig {
   /** Replicas each publish waits for (Redis WAIT); 0 acknowledges on the primary. */
   redisReplicas: number;
   redisReplicaTimeoutMs: number;
+  /** Longest wait for a Redis command; past it the link checks its connection and the request fails. */
+  redisCommandTimeoutMs: number;
   /** Prefix of every Redis key, so several clusters can share one Redis. */
   redisPrefix: string;
   heartbeatMs: number;
@@ -225,6 +227,7 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'redis-url', env: 'REDIS_URL', key: 'redisUrl', help: 'run as a cluster node over Redis: redis://host:port, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (default: embedded engine)', parse: String },
   { flag: 'redis-replicas', env: 'REDIS_REPLICAS', key: 'redisReplicas', help: 'replicas each publish waits for before it is acknowledged (Redis WAIT; default 0)', parse: int('redis-replicas') },
   { flag: 'redis-replica-timeout', env: 'REDIS_REPLICA_TIMEOUT', key: 'redisReplicaTimeoutMs', help: 'how long a publish waits for those replicas (default 1s)', parse: duration('redis-replica-timeout') },
+  { flag: 'redis-command-timeout', env: 'REDIS_COMMAND_TIMEOUT', key: 'redisCommandTimeoutMs', help: 'longest wait for a Redis command before the node checks its connection and fails the request (default 1s)', parse: duration('redis-command-timeout') },
   { flag: 'redis-prefix', env: 'REDIS_PREFIX', key: 'redisPrefix', help: 'prefix of every Redis key (default mq:)', parse: String },
   { flag: 'heartbeat', env: 'HEARTBEAT', key: 'heartbeatMs', help: 'cluster heartbeat interval (default 1s)', parse: duration('heartbeat') },
   { flag: 'node-down-after', env: 'NODE_DOWN_AFTER', key: 'nodeDownAfterMs', help: 'a node silent this long is down and its leases move (default 5s)', parse: duration('node-down-after') },
@@ -286,6 +289,7 @@ function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
     redisUrl: '',
     redisReplicas: 0,
     redisReplicaTimeoutMs: 1000,
+    redisCommandTimeoutMs: 1000,
     redisPrefix: 'mq:',
     heartbeatMs: 1000,
     nodeDownAfterMs: 5000,

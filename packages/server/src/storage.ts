@@ -36,6 +36,7 @@ export function createStorage(
       waitReplicas: config.redisReplicas,
       heartbeatMs: config.heartbeatMs,
       downAfterMs: config.nodeDownAfterMs,
+      commandTimeoutMs: config.redisCommandTimeoutMs,
       logger,
     },
     member.self,

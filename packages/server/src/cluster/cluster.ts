@@ -19,6 +19,8 @@ export interface ClusterOptions {
   waitReplicas: number;
   heartbeatMs: number;
   downAfterMs: number;
+  /** Longest wait for any Redis command before the link checks its connection. */
+  commandTimeoutMs: number;
   logger: Logger;
 }
 
@@ -46,7 +48,12 @@ export class Cluster {
     self: () => NodeRecord,
     local: () => NodeActivity,
   ) {
-    this.link = new RedisLink({ url: options.url, logger: options.logger });
+    this.link = new RedisLink({
+      url: options.url,
+      logger: options.logger,
+      commandTimeoutMs: options.commandTimeoutMs,
+      replicatedWrites: options.waitReplicas > 0,
+    });
     this.membership = new Membership<NodeRecord>({
       link: this.link,
       keyPrefix: options.keyPrefix,

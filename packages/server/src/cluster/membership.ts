@@ -30,8 +30,12 @@ export interface MembershipOptions<R extends MemberRecord> {
  * Cluster membership through Redis. Each node writes its record (a
  * NodeRecord, as the admin API shows it) every heartbeat, plus a liveness key
  * that expires after `downAfterMs`. A node whose liveness key is gone is
- * down; the last record it wrote stays listed, marked down, until it is
- * forgotten.
+ * down, but only once this node itself has beaten without a break, over one
+ * unbroken link, for `downAfterMs` plus a heartbeat: the other node then
+ * wrote nothing for `downAfterMs` while Redis was reachable. Until then a
+ * missing key proves nothing (Redis was away, or a promoted replica lacks
+ * the newest keys) and the node keeps its last status. The last record a
+ * down node wrote stays listed, marked down, until it is forgotten.
  *
  * Events: `down` (R) when a node that was up stops beating, `up`
  * (R) when one appears or comes back.
@@ -43,6 +47,13 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
   private timer: NodeJS.Timeout | undefined;
   private view = new Map<string, R>();
   private beating: Promise<void> | undefined;
+  /**
+   * Since when this node's own heartbeats have all succeeded, over one
+   * unbroken Redis link (`connection`): a node is only declared down on
+   * evidence gathered while Redis was reachable, never because Redis, or
+   * this node's way to it, was away (an outage, a failover).
+   */
+  private steady: { since: number; connection: number } | undefined;
 
   constructor(private readonly options: MembershipOptions<R>) {
     super();
@@ -110,13 +121,27 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
   private async beat(): Promise<void> {
     const { link } = this.options;
     const self = this.options.self();
-    await link.command(['SET', this.aliveKey(self.id), String(self.startedAt), 'PX', this.downAfterMs]);
-    await link.command(['HSET', this.recordsKey, self.id, JSON.stringify(self)]);
-    const entries = Object.entries(fieldsOf(await link.command(['HGETALL', this.recordsKey])));
-    const ids = entries.map(([id]) => id);
-    // One GET per node rather than MGET: on Redis Cluster the keys live in different slots.
-    const alive = await Promise.all(ids.map((id) => link.command<string | null>(['GET', this.aliveKey(id)])));
+    const startedAt = Date.now();
+    const connection = link.connection;
+    let entries: Array<[string, string]>;
+    let alive: Array<string | null>;
+    try {
+      await link.command(['SET', this.aliveKey(self.id), String(self.startedAt), 'PX', this.downAfterMs]);
+      await link.command(['HSET', this.recordsKey, self.id, JSON.stringify(self)]);
+      entries = Object.entries(fieldsOf(await link.command(['HGETALL', this.recordsKey])));
+      // One GET per node rather than MGET: on Redis Cluster the keys live in different slots.
+      alive = await Promise.all(entries.map(([id]) => link.command<string | null>(['GET', this.aliveKey(id)])));
+    } catch (err) {
+      this.steady = undefined;
+      throw err;
+    }
+    if (this.steady === undefined || this.steady.connection !== connection || link.connection !== connection) {
+      this.steady = { since: startedAt, connection: link.connection };
+    }
     const now = Date.now();
+    // A missing liveness key shows a node stopped beating only if Redis was reachable, by this node, all along.
+    const trusted = now - this.steady.since >= this.downAfterMs + this.heartbeatMs;
+    const previous = this.view;
     const next = new Map<string, R>();
     for (const [i, [id, json]] of entries.entries()) {
       let record: R;
@@ -126,15 +151,20 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
         continue;
       }
       if (alive[i] === null || alive[i] === undefined) {
+        const before = previous.get(id);
+        if (!trusted && before && before.status !== 'down') {
+          // Redis was away (or changed primary) too recently to tell a silent node from one that could not write.
+          next.set(id, before);
+          continue;
+        }
         record = { ...record, status: 'down' };
-        if (record.lastSeen !== null && now - record.lastSeen > this.forgetAfterMs) {
+        if (trusted && record.lastSeen !== null && now - record.lastSeen > this.forgetAfterMs) {
           await link.command(['HDEL', this.recordsKey, id]);
           continue;
         }
       }
       next.set(id, record);
     }
-    const previous = this.view;
     this.view = next;
     for (const record of next.values()) {
       if (record.id === self.id) continue;

@@ -47,7 +47,7 @@ export interface RedisEngineOptions extends Partial<RedisLinkOptions>, EngineCom
    * 0 (default) acknowledges once the primary has it.
    */
   replicas?: number;
-  /** How long WAIT may take before the publish fails with `maybe_stored`. Default 1 s. */
+  /** How long WAIT may take before the publish fails with `maybe_stored`. Default {@link DEFAULT_REPLICA_TIMEOUT_MS}. */
   replicaTimeoutMs?: number;
   logger?: Logger;
 }
@@ -63,6 +63,11 @@ interface TopicKeys {
 function closedError(): MeshError {
   return new MeshError('unavailable', 'the storage engine is closed');
 }
+
+/** How long a publish waits for its replicas by default. */
+export const DEFAULT_REPLICA_TIMEOUT_MS = 1000;
+/** What the publish script answers: 'ok' or 'dup', offset, epoch, timestamp. */
+type PublishReply = [string, number, string, number];
 
 /** Pending entries scanned per claim for due redeliveries. */
 const CLAIM_SCAN = 1000;
@@ -110,7 +115,7 @@ export class RedisEngine implements Engine {
       this.ownsLink = false;
     } else {
       if (options.url === undefined) throw new MeshError('bad_request', 'RedisEngine needs a link or a url');
-      this.link = new RedisLink({ ...options, url: options.url });
+      this.link = new RedisLink({ ...options, url: options.url, replicatedWrites: (options.replicas ?? 0) > 0 });
       this.ownsLink = true;
     }
     this.prefix = options.keyPrefix ?? 'mq:';
@@ -190,12 +195,24 @@ export class RedisEngine implements Engine {
     const k = this.keys(topic);
     const key = options.key ?? '';
     const seen = this.seen.get(topic);
-    const reply = await this.link.eval<[string, number, string, number]>(
-      PUBLISH,
-      [k.meta, k.log, k.keyPrefix + key],
-      [json, this.now(), key, this.dedupeWindowMs, this.retention(topic).maxMessages, newEpoch(), k.live, seen?.epoch ?? '', seen?.last ?? 0],
-    );
-    await this.waitForReplicas();
+    const keys = [k.meta, k.log, k.keyPrefix + key];
+    const args = [json, this.now(), key, this.dedupeWindowMs, this.retention(topic).maxMessages, newEpoch(), k.live, seen?.epoch ?? '', seen?.last ?? 0];
+    const replicas = this.options.replicas ?? 0;
+    let reply: PublishReply;
+    if (replicas > 0) {
+      const timeoutMs = this.options.replicaTimeoutMs ?? DEFAULT_REPLICA_TIMEOUT_MS;
+      const replicated = await this.link.evalThenWait<PublishReply>(PUBLISH, keys, args, replicas, timeoutMs);
+      if (replicated.replicas < replicas) {
+        // The primary has the write; whether it survives a failover is unknown until the replicas confirm it.
+        throw new MeshError(
+          'maybe_stored',
+          `the primary stored it, but only ${replicated.replicas} of ${replicas} replicas confirmed within ${timeoutMs} ms, so it may not survive a failover; publish again with the same key to wait for the replicas once more`,
+        );
+      }
+      reply = replicated.reply;
+    } else {
+      reply = await this.link.eval<PublishReply>(PUBLISH, keys, args);
+    }
     const outcome = { offset: Number(reply[1]), epoch: String(reply[2]), ts: Number(reply[3]), duplicate: reply[0] === 'dup' };
     this.noteSeen(topic, outcome.epoch, outcome.offset);
     return outcome;
@@ -205,20 +222,6 @@ export class RedisEngine implements Engine {
     const seen = this.seen.get(topic);
     if (!seen || seen.epoch !== epoch) this.seen.set(topic, { epoch, last: offset });
     else if (offset > seen.last) seen.last = offset;
-  }
-
-  private async waitForReplicas(): Promise<void> {
-    const replicas = this.options.replicas ?? 0;
-    if (replicas <= 0) return;
-    const timeout = this.options.replicaTimeoutMs ?? 1000;
-    const acked = Number(await this.link.command(['WAIT', replicas, timeout]));
-    if (acked < replicas) {
-      // The primary has the write; whether it survives a failover is unknown until the replicas confirm it.
-      throw new MeshError(
-        'maybe_stored',
-        `the primary stored it, but only ${acked} of ${replicas} replicas confirmed within ${timeout} ms, so it may not survive a failover; publish again with the same key to wait for the replicas once more`,
-      );
-    }
   }
 
   async read(topic: string, from: number, limit: number, maxBytes = Infinity): Promise<StoredMessage[]> {
@@ -259,8 +262,9 @@ export class RedisEngine implements Engine {
   }
 
   /**
-   * The topic's state; if the log is behind what this node itself
-   * acknowledged or delivered in the same epoch, a new epoch starts first.
+   * The topic's state. Fences first (redis-scripts.ts): a new epoch starts
+   * if this is the first look at the topic on a promoted primary, or if the
+   * log is behind what this node itself acknowledged or delivered.
    */
   async topicInfo(topic: string): Promise<TopicInfo | undefined> {
     this.assertOpen();
@@ -273,7 +277,11 @@ export class RedisEngine implements Engine {
     );
     if (!reply) return undefined;
     const [current, first, last, epochs] = reply;
-    if (current !== epoch && epoch !== '') this.options.logger?.warn({ topic, lost: epoch, epoch: current }, 'topic log is behind what was seen: new epoch');
+    if (current !== epoch && epoch !== '') {
+      // The topic moved on from the epoch this node saw (a failover fence, or its own fence): what it saw of that epoch is settled.
+      this.options.logger?.warn({ topic, was: epoch, epoch: current }, 'topic is in a new epoch (a Redis failover, or its log was behind what this node saw)');
+      if (this.seen.get(topic)?.epoch === epoch) this.seen.delete(topic);
+    }
     return this.toInfo(topic, current, Number(first), Number(last), epochs);
   }
 

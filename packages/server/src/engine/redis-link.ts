@@ -1,31 +1,41 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import {
-  AbortError,
-  ClientClosedError,
-  ClientOfflineError,
-  CommandTimeoutDuringMaintenanceError,
-  ConnectionTimeoutError,
-  ErrorReply,
-  RootNodesUnavailableError,
-  createClient,
-  createCluster,
-  createSentinel,
-} from 'redis';
+import { ErrorReply } from 'redis';
 import { MeshError, describeError } from '@meshmq/shared';
 import type { Logger } from 'pino';
+import { parseRedisUrl, type Backend, type BackendOptions, type Listener, type RedisAddress } from './redis-backend.js';
+import { clusterBackend } from './redis-cluster-backend.js';
+import { NoAnswerError, redact, translateRedisError, unreachable, type CommandInfo } from './redis-errors.js';
+import { PrimaryBackend, type PrimaryTarget } from './redis-primary.js';
+import { SentinelLocator } from './redis-sentinel.js';
+
+/**
+ * Default deadline of a command: long enough for any script on a healthy
+ * Redis, short enough that a primary that stopped answering (a host gone, a
+ * network cut, which no socket error reports) is noticed within about a
+ * second. A publish that waits for replicas gets WAIT's own timeout on top.
+ */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 1000;
+/** Default longest wait between two reconnect attempts. */
+export const DEFAULT_MAX_RECONNECT_DELAY_MS = 2000;
+/** How long opening a TCP connection to Redis or Sentinel may take. */
+const CONNECT_TIMEOUT_MS = 2000;
 
 export interface RedisLinkOptions {
-  /** `redis://[user:password@]host:port[/db]`. */
+  /** `redis://[user:password@]host:port[/db]`, `redis+sentinel://...` or `redis+cluster://...`. */
   url: string;
   /**
    * Per-command deadline. A command still waiting to be written by then is
    * withdrawn and fails with `unavailable`; one written but not answered
-   * fails with `maybe_stored`. Default 5 s.
+   * fails with `maybe_stored`, and the connection is checked with a PING
+   * (no answer within the same time: it is dropped and sought again).
+   * Default {@link DEFAULT_COMMAND_TIMEOUT_MS}.
    */
   commandTimeoutMs?: number;
-  /** Longest wait between reconnect attempts. Default 2 s. */
+  /** Longest wait between reconnect attempts. Default {@link DEFAULT_MAX_RECONNECT_DELAY_MS}. */
   maxReconnectDelayMs?: number;
+  /** Writes will wait for replicas ({@link RedisLink.evalThenWait}): give them a connection of their own. Default false. */
+  replicatedWrites?: boolean;
   logger?: Logger;
 }
 
@@ -40,133 +50,35 @@ export function luaScript(source: string): LuaScript {
   return { source, sha: createHash('sha1').update(source).digest('hex') };
 }
 
-type Listener = (message: string, channel: string) => void;
-
-/** What the link needs of a node-redis client, whatever the topology. */
-interface Backend {
-  readonly ready: boolean;
-  connect(): Promise<void>;
-  close(): Promise<void>;
-  /** Aborting `signal` withdraws the command while it waits to be written; once written it is ignored. */
-  send(args: string[], routeKey: string | undefined, signal: AbortSignal): Promise<unknown>;
-  sSubscribe(channel: string, listener: Listener, buffers?: boolean): Promise<unknown>;
-  sUnsubscribe(channel: string): Promise<unknown>;
-  /** Calls `changed` on every client event that may change readiness. */
-  watch(changed: (err?: Error) => void): void;
+/** A script's reply and how many replicas confirmed its write (Redis WAIT on the same connection). */
+export interface ReplicatedReply<T> {
+  reply: T;
+  replicas: number;
 }
 
-interface AnyClient {
-  isReady: boolean;
-  on(event: string, listener: (...args: never[]) => void): unknown;
-  connect(): Promise<unknown>;
-  close(): Promise<unknown>;
-  sSubscribe(channel: string, listener: Listener, buffers?: boolean): Promise<unknown>;
-  sUnsubscribe(channel: string): Promise<unknown>;
-}
-
-function watchClient(client: AnyClient, changed: (err?: Error) => void): void {
-  // An 'error' event without a listener would kill the process: report it as state instead.
-  client.on('error', (err: Error) => changed(err));
-  for (const event of ['ready', 'end', 'reconnecting', 'connect']) client.on(event, () => changed());
-}
-
-/**
- * Parses the Redis URL forms MeshMQ accepts:
- * `redis://host:port[/db]` (standalone), `redis+sentinel://host:port[,host:port...]/<master-name>`
- * and `redis+cluster://host:port[,host:port...]` (credentials as in redis://).
- */
-export function parseRedisUrl(url: string): { mode: 'standalone' | 'sentinel' | 'cluster'; nodes: Array<{ host: string; port: number }>; name?: string; auth: string } {
-  const match = /^(redis|rediss|redis\+sentinel|redis\+cluster):\/\/(?:([^@/]*)@)?([^/]+)(?:\/(.*))?$/.exec(url);
-  if (!match) throw new MeshError('bad_request', `REDIS_URL: cannot read '${url}'; expected redis://host:port, redis+sentinel://host:port,.../master or redis+cluster://host:port,...`);
-  const [, scheme, auth = '', hosts = '', path = ''] = match;
-  const nodes = hosts.split(',').map((h) => {
-    const i = h.lastIndexOf(':');
-    return i > 0 ? { host: h.slice(0, i), port: Number(h.slice(i + 1)) } : { host: h, port: scheme === 'redis+sentinel' ? 26379 : 6379 };
-  });
-  if (scheme === 'redis+sentinel') {
-    if (!path) throw new MeshError('bad_request', 'REDIS_URL: redis+sentinel:// needs the master name as its path');
-    return { mode: 'sentinel', nodes, name: path, auth };
-  }
-  return { mode: scheme === 'redis+cluster' ? 'cluster' : 'standalone', nodes, auth };
-}
-
-function createBackend(url: string, clientOptions: Record<string, unknown>): Backend {
+/** The backend for a Redis URL: one primary (standalone, or found by Sentinel), or a Redis Cluster. */
+export function createBackend(url: string, options: BackendOptions): Backend {
   const parsed = parseRedisUrl(url);
-  const authUrl = (n: { host: string; port: number }) => `redis://${parsed.auth ? `${parsed.auth}@` : ''}${n.host}:${n.port}`;
+  const authUrl = (n: RedisAddress) => `redis://${parsed.auth ? `${parsed.auth}@` : ''}${n.host}:${n.port}`;
   if (parsed.mode === 'standalone') {
-    const commands = createClient({ ...clientOptions, url }) as unknown as AnyClient & { sendCommand(a: string[], o: object): Promise<unknown> };
-    const subscriber = createClient({ ...clientOptions, url }) as unknown as AnyClient;
-    return {
-      get ready() {
-        return commands.isReady && subscriber.isReady;
-      },
-      connect: async () => {
-        await Promise.all([commands.connect(), subscriber.connect()]);
-      },
-      close: async () => {
-        await Promise.allSettled([commands.close(), subscriber.close()]);
-      },
-      send: (args, _key, abortSignal) => commands.sendCommand(args, { abortSignal }),
-      sSubscribe: (channel, listener, buffers) => subscriber.sSubscribe(channel, listener, buffers),
-      sUnsubscribe: (channel) => subscriber.sUnsubscribe(channel),
-      watch: (changed) => {
-        watchClient(commands, changed);
-        watchClient(subscriber, changed);
-      },
-    };
+    const target: PrimaryTarget = { url, address: `${parsed.nodes[0]!.host}:${parsed.nodes[0]!.port}` };
+    return new PrimaryBackend({ locate: async () => target, checksRole: false }, options);
   }
   if (parsed.mode === 'sentinel') {
-    const sentinel = createSentinel({
-      name: parsed.name!,
-      sentinelRootNodes: parsed.nodes,
-      nodeClientOptions: clientOptions,
-      sentinelClientOptions: { socket: clientOptions.socket },
-      // One master connection: WAIT counts the replicas that have this connection's writes.
-      masterPoolSize: 1,
-    } as never) as unknown as AnyClient & { sendCommand(r: boolean, a: string[], o: object): Promise<unknown> };
-    return {
-      get ready() {
-        return sentinel.isReady;
-      },
-      connect: async () => {
-        await sentinel.connect();
-      },
-      close: async () => {
-        await sentinel.close();
-      },
-      send: (args, _key, abortSignal) => sentinel.sendCommand(false, args, { abortSignal }),
-      sSubscribe: (channel, listener, buffers) => sentinel.sSubscribe(channel, listener, buffers),
-      sUnsubscribe: (channel) => sentinel.sUnsubscribe(channel),
-      watch: (changed) => watchClient(sentinel, changed),
-    };
+    const locator = new SentinelLocator({ sentinels: parsed.nodes, name: parsed.name!, primaryUrl: authUrl, clientOptions: options.clientOptions, logger: options.logger });
+    return new PrimaryBackend(locator, options);
   }
-  const cluster = createCluster({
-    rootNodes: parsed.nodes.map((n) => ({ url: authUrl(n) })),
-    defaults: clientOptions,
-  } as never) as unknown as AnyClient & { sendCommand(k: string | undefined, r: boolean, a: string[], o: object): Promise<unknown> };
-  return {
-    get ready() {
-      return cluster.isReady;
-    },
-    connect: async () => {
-      await cluster.connect();
-    },
-    close: async () => {
-      await cluster.close();
-    },
-    send: (args, key, abortSignal) => cluster.sendCommand(key, false, args, { abortSignal }),
-    sSubscribe: (channel, listener, buffers) => cluster.sSubscribe(channel, listener, buffers),
-    sUnsubscribe: (channel) => cluster.sUnsubscribe(channel),
-    watch: (changed) => watchClient(cluster, changed),
-  };
+  return clusterBackend(parsed.nodes.map((n) => ({ url: authUrl(n) })), options.clientOptions);
 }
+
 
 /**
  * The engine's connection to Redis (standalone, Sentinel or Cluster, chosen
  * by the URL): commands, scripts and sharded pub/sub, with fail-fast
  * semantics. While Redis is unreachable every command rejects at once with
- * `unavailable` (nothing is queued to run later behind the caller's back),
- * and the link reports its state so the node can surface it.
+ * `unavailable` (nothing is queued to run later behind the caller's back,
+ * nothing is sent twice), and the link reports its state so the node can
+ * surface it.
  *
  * Events: `state` (RedisLinkState), `reconnected` (after a link came back:
  * pub/sub messages may have been missed meanwhile).
@@ -178,18 +90,25 @@ export class RedisLink extends EventEmitter {
   private currentState: RedisLinkState = 'connecting';
   private everUp = false;
   private closing = false;
+  private ups = 0;
 
   constructor(private readonly options: RedisLinkOptions) {
     super();
-    this.timeoutMs = options.commandTimeoutMs ?? 5000;
-    const maxDelay = options.maxReconnectDelayMs ?? 2000;
+    this.timeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    const maxReconnectDelayMs = options.maxReconnectDelayMs ?? DEFAULT_MAX_RECONNECT_DELAY_MS;
     this.backend = createBackend(options.url, {
-      RESP: 3,
-      disableOfflineQueue: true,
-      socket: {
-        connectTimeout: 2000,
-        reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 6), maxDelay),
+      clientOptions: {
+        RESP: 3,
+        disableOfflineQueue: true,
+        socket: {
+          connectTimeout: CONNECT_TIMEOUT_MS,
+          reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 6), maxReconnectDelayMs),
+        },
       },
+      maxReconnectDelayMs,
+      probeTimeoutMs: this.timeoutMs,
+      replicatedWrites: options.replicatedWrites ?? false,
+      logger: options.logger,
     });
     this.backend.watch((err) => {
       if (err) this.options.logger?.debug({ err }, 'redis client error');
@@ -199,6 +118,15 @@ export class RedisLink extends EventEmitter {
 
   get state(): RedisLinkState {
     return this.currentState;
+  }
+
+  /**
+   * Counts the times the link came up: while it stays the same, every
+   * command since went over one unbroken link (to one primary, unless
+   * Redis Cluster moved a shard).
+   */
+  get connection(): number {
+    return this.ups;
   }
 
   get url(): string {
@@ -232,22 +160,13 @@ export class RedisLink extends EventEmitter {
     const command: CommandInfo = { name: String(args[0]).toUpperCase(), key, timeoutMs: this.timeoutMs };
     if (!this.backend.ready) throw unreachable(command);
     const withdraw = new AbortController();
-    const sent = this.backend.send(args.map(String), key, withdraw.signal);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        // A command still queued in node-redis is withdrawn: `sent` rejects with AbortError in this turn's
-        // microtasks, before the setImmediate below. A written one ignores the abort: its fate is unknown.
-        withdraw.abort();
-        setImmediate(() => reject(new NoAnswerError()));
-      }, this.timeoutMs);
-    });
+    const deadline = this.deadline(this.timeoutMs, withdraw);
     try {
-      return (await Promise.race([sent, deadline])) as T;
+      return (await Promise.race([this.backend.send(args.map(String), key, withdraw.signal), deadline.passed])) as T;
     } catch (err) {
-      throw translateRedisError(err, command);
+      throw this.failure(err, command);
     } finally {
-      clearTimeout(timer);
+      deadline.clear();
     }
   }
 
@@ -257,9 +176,85 @@ export class RedisLink extends EventEmitter {
     try {
       return await this.command<T>(['EVALSHA', script.sha, ...tail], keys[0]);
     } catch (err) {
-      if (!(err instanceof MeshError && err.cause instanceof ErrorReply && err.cause.message.startsWith('NOSCRIPT'))) throw err;
+      if (!isNoScript(err)) throw err;
       return this.command<T>(['EVAL', script.source, ...tail], keys[0]);
     }
+  }
+
+  /**
+   * Runs a script, then `WAIT replicas timeoutMs` behind it on the same
+   * connection, so the count is of replicas that have this script's writes
+   * on the server that ran it. (A WAIT sent later on its own could run on
+   * another connection, or on a new primary after a failover, and count
+   * nothing of this write.) Writes that wait for replicas share one
+   * connection of their own and one WAIT per batch (ReplicatedWrites).
+   * Fails like {@link eval}; when the script ran but WAIT's answer did not
+   * come back, with `maybe_stored`.
+   */
+  async evalThenWait<T = unknown>(script: LuaScript, keys: string[], args: Array<string | number>, replicas: number, timeoutMs: number): Promise<ReplicatedReply<T>> {
+    const tail = [String(keys.length), ...keys, ...args.map(String)];
+    try {
+      return await this.together<T>(['EVALSHA', script.sha, ...tail], keys[0]!, replicas, timeoutMs);
+    } catch (err) {
+      if (!isNoScript(err)) throw err;
+      return this.together<T>(['EVAL', script.source, ...tail], keys[0]!, replicas, timeoutMs);
+    }
+  }
+
+  private async together<T>(write: string[], key: string, replicas: number, waitMs: number): Promise<ReplicatedReply<T>> {
+    // A write may wait for the batch before it to be confirmed, then for its own.
+    const timeoutMs = this.timeoutMs + 2 * waitMs;
+    const command: CommandInfo = { name: write[0]!, key, timeoutMs };
+    if (!this.backend.ready) throw unreachable(command);
+    const withdraw = new AbortController();
+    const deadline = this.deadline(timeoutMs, withdraw);
+    try {
+      const { written, replicated } = this.backend.writeReplicated(write, key, replicas, waitMs, withdraw.signal);
+      replicated.catch(() => undefined); // read below, or moot when the script failed
+      let reply: T;
+      try {
+        reply = (await Promise.race([written, deadline.passed])) as T;
+      } catch (err) {
+        throw this.failure(err, command);
+      }
+      try {
+        return { reply, replicas: Number(await Promise.race([replicated, deadline.passed])) };
+      } catch (err) {
+        if (err instanceof NoAnswerError) this.backend.suspect('no-answer');
+        throw new MeshError(
+          'maybe_stored',
+          `Redis ran ${command.name} on '${key}' but its replicas' confirmation (WAIT) did not come back (${describeError(err)}): it is stored on the primary and may not survive a failover; send the request again with the same idempotency key to find out`,
+          { cause: err },
+        );
+      }
+    } finally {
+      deadline.clear();
+    }
+  }
+
+  /**
+   * A deadline for one request: when it passes, a command still queued in
+   * node-redis is withdrawn (it rejects with AbortError in this turn's
+   * microtasks, before `passed` rejects); a written one ignores the abort,
+   * and its fate is unknown.
+   */
+  private deadline(ms: number, withdraw: AbortController): { passed: Promise<never>; clear(): void } {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const passed = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        withdraw.abort();
+        setImmediate(() => reject(new NoAnswerError()));
+      }, ms);
+    });
+    passed.catch(() => undefined);
+    return { passed, clear: () => clearTimeout(timer) };
+  }
+
+  /** The MeshError for a failed command; signs that the primary is gone or demoted make the backend check. */
+  private failure(err: unknown, command: CommandInfo): MeshError {
+    if (err instanceof NoAnswerError) this.backend.suspect('no-answer');
+    if (err instanceof ErrorReply && err.message.startsWith('READONLY')) this.backend.suspect('readonly');
+    return translateRedisError(err, command);
   }
 
   /**
@@ -292,7 +287,7 @@ export class RedisLink extends EventEmitter {
    * the same deadline as every command. Errors are node-redis's own.
    */
   sendRaw(args: Array<string | Buffer>, routeKey: string | undefined): Promise<unknown> {
-    return this.backend.send(args as string[], routeKey, AbortSignal.timeout(this.timeoutMs));
+    return this.backend.send(args, routeKey, AbortSignal.timeout(this.timeoutMs));
   }
 
   private updateState(): void {
@@ -302,16 +297,17 @@ export class RedisLink extends EventEmitter {
     const wasDown = this.currentState === 'down';
     this.currentState = next;
     if (next === 'up') {
+      this.ups++;
       if (wasDown) {
         void this.resubscribe().then(() => this.emit('reconnected'));
       }
       this.everUp = true;
     }
-    this.options.logger?.[next === 'up' ? 'info' : 'warn']({ redis: this.options.url, state: next }, `redis link ${next}`);
+    this.options.logger?.[next === 'up' ? 'info' : 'warn']({ redis: redact(this.options.url), state: next }, `redis link ${next}`);
     this.emit('state', next);
   }
 
-  /** node-redis restores subscriptions itself; this covers channels added while down. */
+  /** Subscribes every channel on the connection that came up (a new one has none; node-redis's Cluster client restores its own). */
   private async resubscribe(): Promise<void> {
     for (const [channel, { listener, buffers }] of this.channels) {
       try {
@@ -321,6 +317,10 @@ export class RedisLink extends EventEmitter {
       }
     }
   }
+}
+
+function isNoScript(err: unknown): boolean {
+  return err instanceof MeshError && err.cause instanceof ErrorReply && err.cause.message.startsWith('NOSCRIPT');
 }
 
 /**
@@ -346,117 +346,3 @@ function keyOf(args: Array<string | number>): string | undefined {
   return undefined;
 }
 
-/** A command as error messages name it. */
-interface CommandInfo {
-  /** Upper-case command name. */
-  name: string;
-  /** The key it touches, when known. */
-  key: string | undefined;
-  timeoutMs: number;
-}
-
-/** The command deadline passed after the command was written: Redis may or may not have run it. */
-class NoAnswerError extends Error {
-  constructor() {
-    super('no answer before the deadline');
-  }
-}
-
-/** Commands that change nothing: when their answer is lost, nothing was stored either. */
-const READ_ONLY = new Set(['GET', 'HGET', 'HGETALL', 'HMGET', 'SMEMBERS', 'SCARD', 'XRANGE', 'XREVRANGE', 'XLEN', 'XINFO', 'XPENDING', 'EXISTS', 'TYPE', 'SCAN', 'INFO', 'CONFIG', 'PING', 'SSUBSCRIBE', 'SUNSUBSCRIBE']);
-
-/**
- * Error replies that mean Redis refused the command without running it, by
- * their first word, with what to tell the caller. Each maps to `unavailable`:
- * nothing was stored, and the same request may succeed later.
- */
-const REFUSALS: Record<string, string> = {
-  OOM: 'Redis is out of memory (maxmemory reached) and refuses writes',
-  BUSY: 'Redis is busy running a long script and answers nothing else until it ends',
-  MISCONF: 'Redis refuses writes because it cannot persist to disk (stop-writes-on-bgsave-error)',
-  NOREPLICAS: 'Redis refuses writes because too few replicas are connected (min-replicas-to-write)',
-  LOADING: 'Redis is loading its dataset into memory',
-  MASTERDOWN: "the Redis replica lost its link to the primary and does not serve stale data",
-  READONLY: 'the Redis server is a read-only replica (a failover is under way)',
-  CLUSTERDOWN: 'the Redis Cluster is down',
-  TRYAGAIN: 'the Redis Cluster is moving the keys of this command',
-  NOAUTH: "Redis refused the node's credentials (check the REDIS_URL user and password)",
-  WRONGPASS: "Redis refused the node's credentials (check the REDIS_URL user and password)",
-  NOPERM: "the node's Redis user lacks a permission it needs (check its ACL)",
-};
-
-/** The error reply raised by the MeshMQ scripts for a group or pending entry that is not there. */
-const NOT_FOUND_REPLY = 'MESHMQ_NOT_FOUND ';
-/** The error reply raised by the MeshMQ scripts for something past a configured limit. */
-const LIMIT_REPLY = 'MESHMQ_LIMIT ';
-
-function label(command: CommandInfo): string {
-  return command.key === undefined ? command.name : `${command.name} on '${command.key}'`;
-}
-
-function unreachable(command: CommandInfo, cause?: unknown): MeshError {
-  const why = cause === undefined ? '' : ` (${describeError(cause)})`;
-  return new MeshError('unavailable', `Redis is unreachable${why}; ${label(command)} was not sent, nothing was stored, retry later`, { cause });
-}
-
-/**
- * Maps whatever a node-redis command rejected with to a MeshError whose
- * message names the command and says what happened:
- *
- * - the command never reached Redis (the client was offline or closed, or
- *   the deadline withdrew it from the write queue): `unavailable`;
- * - Redis refused it without running it (OOM, BUSY, MISCONF, READONLY, ...):
- *   `unavailable`;
- * - a write was sent but its answer never came (deadline, or the connection
- *   dropped): `maybe_stored`; for a read, `unavailable`;
- * - a MeshMQ script's not-found reply: `not_found`;
- * - any other error reply: `internal`, with Redis's text.
- *
- * With disableOfflineQueue, node-redis fails written and unwritten commands
- * alike with the socket's error when a connection drops; such a failure is
- * treated as "sent", the answer that is never wrong.
- */
-function translateRedisError(err: unknown, command: CommandInfo): MeshError {
-  if (err instanceof MeshError) return err;
-  const text = describeError(err);
-  const refusal = REFUSALS[text.split(' ', 1)[0]!];
-  if (refusal !== undefined) {
-    return new MeshError('unavailable', `${refusal}: it refused ${label(command)} (${text}); nothing was stored, retry later`, { cause: err });
-  }
-  if (err instanceof ErrorReply) {
-    if (text.startsWith(NOT_FOUND_REPLY)) return new MeshError('not_found', text.slice(NOT_FOUND_REPLY.length), { cause: err });
-    if (text.startsWith(LIMIT_REPLY)) return new MeshError('limit_exceeded', text.slice(LIMIT_REPLY.length), { cause: err });
-    return new MeshError('internal', `Redis answered ${label(command)} with an error: ${text}`, { cause: err });
-  }
-  if (
-    err instanceof ClientOfflineError ||
-    err instanceof ClientClosedError ||
-    err instanceof ConnectionTimeoutError ||
-    err instanceof RootNodesUnavailableError
-  ) {
-    return unreachable(command, err);
-  }
-  if (err instanceof AbortError || err instanceof CommandTimeoutDuringMaintenanceError) {
-    return new MeshError(
-      'unavailable',
-      `Redis did not take ${label(command)} within ${command.timeoutMs} ms (its connection is backed up); it was not sent, nothing was stored, retry later`,
-      { cause: err },
-    );
-  }
-  const noAnswer = err instanceof NoAnswerError;
-  if (READ_ONLY.has(command.name)) {
-    const lost = noAnswer ? `Redis did not answer ${label(command)} within ${command.timeoutMs} ms` : `the connection to Redis failed (${text}) before it answered ${label(command)}`;
-    return new MeshError('unavailable', `${lost}; nothing was stored, retry later`, { cause: err });
-  }
-  const lost = noAnswer ? `Redis did not answer it within ${command.timeoutMs} ms` : `the connection to Redis failed (${text}) before the answer came`;
-  return new MeshError(
-    'maybe_stored',
-    `${label(command)} was sent but ${lost}: it may have been stored; send the request again with the same idempotency key to find out`,
-    { cause: err },
-  );
-}
-
-/** The URL without its password, for messages. */
-function redact(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
-}

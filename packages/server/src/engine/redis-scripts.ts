@@ -13,30 +13,79 @@ import { luaScript } from './redis-link.js';
  */
 
 /**
- * Starts a new epoch at last + 1 when the log is behind what this node
- * itself acknowledged or delivered of the same epoch (it lost its newest
- * messages, e.g. in a failover). The epochs field holds the history as JSON
- * [[epoch, start], ...], at most MAX_EPOCHS long (the oldest are dropped).
+ * Epochs and the two fences that open them. A topic's meta hash holds its
+ * current epoch and, in `epochs`, the history as JSON [[epoch, start], ...],
+ * at most MAX_EPOCHS long (the oldest are dropped). Opening an epoch at
+ * last + 1 says: offsets from here on may hold other messages than any
+ * earlier epoch had there, so whoever saw them in that epoch lost them.
+ *
+ * The failover fence. `replid` in the meta hash is the replication id of
+ * the primary that last wrote the topic (Redis INFO replication,
+ * master_replid). A promoted replica gets a new replication id and keeps the
+ * old one as master_replid2; its copy may lack the newest writes of the old
+ * primary, which some node may have acknowledged or delivered. So the first
+ * script that touches a topic on a primary with another replication id
+ * opens a new epoch there if that primary was promoted (master_replid2 set),
+ * and records its id. A primary that restarted from its own disk also has a
+ * new id (Redis 7.0 does not keep it across restarts) but was not promoted:
+ * its data is what its persistence kept (docs/guarantees.md), and the
+ * node fence below still covers what each node saw.
+ *
+ * The node fence. A node passes the epoch and last offset it acknowledged
+ * or delivered of the topic; a log of that epoch that is behind it lost
+ * messages (a restart that lost the AOF tail): open a new epoch.
+ *
+ * Scripts replicate their effects, so reading INFO (not deterministic) is
+ * allowed; the reply is read once per script, never kept across scripts.
  */
 const FENCE_LIB = `
-local function fence(meta, seenEpoch, seenLast, newEpoch)
-  if seenEpoch == '' then return end
+local function openEpoch(meta, newEpoch)
   local m = redis.call('HMGET', meta, 'epoch', 'last', 'epochs')
-  if m[1] ~= seenEpoch or tonumber(m[2]) >= tonumber(seenLast) then return end
   local history = cjson.decode(m[3] or cjson.encode({{m[1], 1}}))
   history[#history + 1] = {newEpoch, tonumber(m[2]) + 1}
   while #history > ${MAX_EPOCHS} do table.remove(history, 1) end
   redis.call('HSET', meta, 'epoch', newEpoch, 'epochs', cjson.encode(history))
 end
+
+local replication
+local function replid()
+  replication = replication or redis.call('INFO', 'replication')
+  local at = string.find(replication, 'master_replid:', 1, true)
+  return string.sub(replication, at + 14, at + 53)
+end
+local function promoted()
+  local at = string.find(replication, 'master_replid2:', 1, true)
+  return string.find(string.sub(replication, at + 15, at + 54), '[^0]') ~= nil
+end
+
+local function fenceFailover(meta, newEpoch)
+  local m = redis.call('HMGET', meta, 'epoch', 'replid')
+  if not m[1] then return end
+  local id = replid()
+  if m[2] == id then return end
+  if promoted() then openEpoch(meta, newEpoch) end
+  redis.call('HSET', meta, 'replid', id)
+end
+
+local function fenceSeen(meta, seenEpoch, seenLast, newEpoch)
+  if seenEpoch == '' then return end
+  local m = redis.call('HMGET', meta, 'epoch', 'last')
+  if m[1] ~= seenEpoch or tonumber(m[2]) >= tonumber(seenLast) then return end
+  openEpoch(meta, newEpoch)
+end
+
+local function createTopic(meta, epoch, now)
+  redis.call('HSET', meta, 'epoch', epoch, 'first', 1, 'last', 0, 'createdAt', now, 'replid', replid())
+end
 `;
 
-/** Appends one message; shared by publish and dead-lettering. */
+/** Appends one message; shared by publish and dead-lettering, which fence the log first. */
 const APPEND = `
 local function append(meta, log, channel, json, now, key, maxMessages, newEpoch)
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     epoch = newEpoch
-    redis.call('HSET', meta, 'epoch', epoch, 'first', 1, 'last', 0, 'createdAt', now)
+    createTopic(meta, epoch, now)
   end
   local offset = redis.call('HINCRBY', meta, 'last', 1)
   redis.call('XADD', log, offset .. '-0', 'd', json, 't', now, 'k', key)
@@ -58,7 +107,8 @@ end
  * Returns {'ok'|'dup', offset, epoch, ts}.
  */
 export const PUBLISH = luaScript(`${FENCE_LIB}${APPEND}
-fence(KEYS[1], ARGV[8], ARGV[9], ARGV[6])
+fenceFailover(KEYS[1], ARGV[6])
+fenceSeen(KEYS[1], ARGV[8], ARGV[9], ARGV[6])
 if ARGV[3] ~= '' then
   local seen = redis.call('GET', KEYS[3])
   if seen then
@@ -81,7 +131,8 @@ return {'ok', r[1], r[2], tonumber(ARGV[2])}
  */
 export const TOPIC_STATE = luaScript(`${FENCE_LIB}
 if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then return false end
-fence(KEYS[1], ARGV[2], ARGV[3], ARGV[1])
+fenceFailover(KEYS[1], ARGV[1])
+fenceSeen(KEYS[1], ARGV[2], ARGV[3], ARGV[1])
 return redis.call('HMGET', KEYS[1], 'epoch', 'first', 'last', 'epochs')
 `);
 
@@ -152,9 +203,9 @@ return newFirst - first
  * last), ackWaitMs (''), maxDeliveries (''), now, new epoch, default
  * ackWait, default maxDeliveries. Returns the group hash fields.
  */
-export const ENSURE_GROUP = luaScript(`
+export const ENSURE_GROUP = luaScript(`${FENCE_LIB}
 if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[6], 'first', 1, 'last', 0, 'createdAt', ARGV[5])
+  createTopic(KEYS[1], ARGV[6], ARGV[5])
 end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   local m = redis.call('HMGET', KEYS[1], 'first', 'last')
@@ -199,7 +250,7 @@ return 1
  * messages, dlq channel, topic.
  * Returns {{{id, fields, delivery, deadline}...}, nextDueAt or -1, the topic's epoch}.
  */
-export const CLAIM = luaScript(`${APPEND}
+export const CLAIM = luaScript(`${FENCE_LIB}${APPEND}
 local settings = redis.call('HMGET', KEYS[3], 'ackWaitMs', 'maxDeliveries')
 if not settings[1] then
   return redis.error_reply('MESHMQ_NOT_FOUND group ' .. ARGV[1] .. ' of topic ' .. ARGV[9] .. ' does not exist')
@@ -233,6 +284,7 @@ for _, p in ipairs(pending) do
       if f['k'] and f['k'] ~= '' then letter = letter .. ',"key":' .. cjson.encode(f['k']) end
       letter = letter .. ',"data":' .. f['d'] .. ',"deliveries":' .. count .. ',"firstDeliveredAt":' .. firstAt ..
         ',"lastDeliveredAt":' .. (now - idle) .. ',"reason":"max_deliveries","deadLetteredAt":' .. now .. '}'
+      fenceFailover(KEYS[5], ARGV[6])
       append(KEYS[5], KEYS[6], ARGV[8], letter, ARGV[4], '', tonumber(ARGV[7]), ARGV[6])
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('HDEL', KEYS[4], 'd:' .. id, 'f:' .. id)
