@@ -58,7 +58,8 @@ function escapeRegExp(text: string): string {
 }
 
 function patternMatcher(parts: string[]): TitleMatcher {
-  const regex = new RegExp(`^${parts.map(escapeRegExp).join('.+')}$`, 's');
+  // A substitution may be empty (a template's `${tag}` that is '' in a single run).
+  const regex = new RegExp(`^${parts.map(escapeRegExp).join('.*')}$`, 's');
   return (title) => regex.test(title);
 }
 

@@ -95,6 +95,8 @@ export class RedisEngine implements Engine {
   readonly link: RedisLink;
   private readonly ownsLink: boolean;
   private closed = false;
+  /** '1' while a Redis restart may lose acknowledged writes (read at open), for the scripts' restart fence. */
+  private restartsLose: '0' | '1' = '1';
   private readonly prefix: string;
   private readonly retention: (topic: string) => RetentionPolicy;
   private readonly dedupeWindowMs: number;
@@ -129,6 +131,22 @@ export class RedisEngine implements Engine {
 
   async open(): Promise<void> {
     if (this.ownsLink) await this.link.connect();
+    this.restartsLose = (await this.restartKeepsWrites()) ? '0' : '1';
+  }
+
+  /**
+   * True when a restart of Redis keeps every write it acknowledged: AOF with
+   * appendfsync always. Otherwise (or when CONFIG is refused, as on some
+   * managed Redis) a restart opens a new epoch on each topic, so that what
+   * it may have lost is never taken for what is there (redis-scripts.ts).
+   */
+  private async restartKeepsWrites(): Promise<boolean> {
+    try {
+      const config = fieldsOf(await this.link.command(['CONFIG', 'GET', 'append*']));
+      return config.appendonly === 'yes' && config.appendfsync === 'always';
+    } catch {
+      return false;
+    }
   }
 
   async close(): Promise<void> {
@@ -196,7 +214,18 @@ export class RedisEngine implements Engine {
     const key = options.key ?? '';
     const seen = this.seen.get(topic);
     const keys = [k.meta, k.log, k.keyPrefix + key];
-    const args = [json, this.now(), key, this.dedupeWindowMs, this.retention(topic).maxMessages, newEpoch(), k.live, seen?.epoch ?? '', seen?.last ?? 0];
+    const args = [
+      json,
+      this.now(),
+      key,
+      this.dedupeWindowMs,
+      this.retention(topic).maxMessages,
+      newEpoch(),
+      k.live,
+      seen?.epoch ?? '',
+      seen?.last ?? 0,
+      this.restartsLose,
+    ];
     const replicas = this.options.replicas ?? 0;
     let reply: PublishReply;
     if (replicas > 0) {
@@ -273,7 +302,7 @@ export class RedisEngine implements Engine {
     const reply = await this.link.eval<[string, string, string, string | null] | null>(
       TOPIC_STATE,
       [this.keys(topic).meta],
-      [newEpoch(), epoch, seen?.last ?? 0],
+      [newEpoch(), epoch, seen?.last ?? 0, this.restartsLose],
     );
     if (!reply) return undefined;
     const [current, first, last, epochs] = reply;
@@ -540,7 +569,7 @@ export class RedisEngine implements Engine {
     const [entries, nextDue, epoch] = await this.link.eval<[Array<[string, string[], number, number]>, number, string]>(
       CLAIM,
       [k.log, k.meta, k.group, k.leases, dlq.meta, dlq.log],
-      [group, consumer, max, now, CLAIM_SCAN, newEpoch(), this.retention(dlqTopic).maxMessages, dlq.live, topic],
+      [group, consumer, max, now, CLAIM_SCAN, newEpoch(), this.retention(dlqTopic).maxMessages, dlq.live, topic, this.restartsLose],
     );
     const result: ClaimResult = {
       deliveries: entries.map(([id, flat, delivery, deadline]) => ({

@@ -28,8 +28,11 @@ import { luaScript } from './redis-link.js';
  * opens a new epoch there if that primary was promoted (master_replid2 set),
  * and records its id. A primary that restarted from its own disk also has a
  * new id (Redis 7.0 does not keep it across restarts) but was not promoted:
- * its data is what its persistence kept (docs/guarantees.md), and the
- * node fence below still covers what each node saw.
+ * its data is what its persistence kept. When that may lack acknowledged
+ * writes (no AOF with appendfsync always: the node says so with
+ * `restartsLose`), a restart opens a new epoch too, since the nodes that saw
+ * the lost writes may have restarted as well and remember nothing; with
+ * appendfsync always a restart keeps the epoch.
  *
  * The node fence. A node passes the epoch and last offset it acknowledged
  * or delivered of the topic; a log of that epoch that is behind it lost
@@ -58,12 +61,12 @@ local function promoted()
   return string.find(string.sub(replication, at + 15, at + 54), '[^0]') ~= nil
 end
 
-local function fenceFailover(meta, newEpoch)
+local function fenceFailover(meta, newEpoch, restartsLose)
   local m = redis.call('HMGET', meta, 'epoch', 'replid')
   if not m[1] then return end
   local id = replid()
   if m[2] == id then return end
-  if promoted() then openEpoch(meta, newEpoch) end
+  if promoted() or restartsLose == '1' then openEpoch(meta, newEpoch) end
   redis.call('HSET', meta, 'replid', id)
 end
 
@@ -103,11 +106,11 @@ end
 /**
  * KEYS: meta, log, dedupe key. ARGV: json, now, key ('' for none), dedupe
  * window ms, max messages, new epoch, channel, epoch and last offset this
- * node saw (fencing; '' and 0 for none).
+ * node saw (fencing; '' and 0 for none), '1' when a restart may lose writes.
  * Returns {'ok'|'dup', offset, epoch, ts}.
  */
 export const PUBLISH = luaScript(`${FENCE_LIB}${APPEND}
-fenceFailover(KEYS[1], ARGV[6])
+fenceFailover(KEYS[1], ARGV[6], ARGV[10])
 fenceSeen(KEYS[1], ARGV[8], ARGV[9], ARGV[6])
 if ARGV[3] ~= '' then
   local seen = redis.call('GET', KEYS[3])
@@ -125,13 +128,14 @@ return {'ok', r[1], r[2], tonumber(ARGV[2])}
 
 /**
  * A topic's state, never creating it. KEYS: meta. ARGV: new epoch, epoch
- * and last offset this node saw (fencing; '' and 0 for none).
+ * and last offset this node saw (fencing; '' and 0 for none), '1' when a
+ * restart may lose writes.
  * Returns {epoch, first, last, epochs JSON or false}, or false when the
  * topic does not exist.
  */
 export const TOPIC_STATE = luaScript(`${FENCE_LIB}
 if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then return false end
-fenceFailover(KEYS[1], ARGV[1])
+fenceFailover(KEYS[1], ARGV[1], ARGV[4])
 fenceSeen(KEYS[1], ARGV[2], ARGV[3], ARGV[1])
 return redis.call('HMGET', KEYS[1], 'epoch', 'first', 'last', 'epochs')
 `);
@@ -247,7 +251,7 @@ return 1
  *
  * KEYS: log, meta, group hash, leases hash, dlq meta, dlq log.
  * ARGV: group, consumer, max, now, scan limit, dlq new epoch, dlq max
- * messages, dlq channel, topic.
+ * messages, dlq channel, topic, '1' when a restart may lose writes.
  * Returns {{{id, fields, delivery, deadline}...}, nextDueAt or -1, the topic's epoch}.
  */
 export const CLAIM = luaScript(`${FENCE_LIB}${APPEND}
@@ -284,7 +288,7 @@ for _, p in ipairs(pending) do
       if f['k'] and f['k'] ~= '' then letter = letter .. ',"key":' .. cjson.encode(f['k']) end
       letter = letter .. ',"data":' .. f['d'] .. ',"deliveries":' .. count .. ',"firstDeliveredAt":' .. firstAt ..
         ',"lastDeliveredAt":' .. (now - idle) .. ',"reason":"max_deliveries","deadLetteredAt":' .. now .. '}'
-      fenceFailover(KEYS[5], ARGV[6])
+      fenceFailover(KEYS[5], ARGV[6], ARGV[10])
       append(KEYS[5], KEYS[6], ARGV[8], letter, ARGV[4], '', tonumber(ARGV[7]), ARGV[6])
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('HDEL', KEYS[4], 'd:' .. id, 'f:' .. id)
