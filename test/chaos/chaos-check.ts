@@ -189,7 +189,12 @@ export function checkSubscriber(name: string, delivered: Array<{ offset: number;
     const entry = byOffset.get(d.offset);
     if (!entry || JSON.stringify(entry.data) !== JSON.stringify(d.data)) {
       mismatched++;
-      note(problems, counts, `${name} mismatch`, `offset ${d.offset} delivered ${JSON.stringify(d.data)}, log has ${entry ? JSON.stringify(entry.data) : 'nothing'}`);
+      note(
+        problems,
+        counts,
+        `${name} mismatch`,
+        `offset ${d.offset} delivered ${JSON.stringify(d.data)}, log has ${entry ? JSON.stringify(entry.data) : 'nothing'}`,
+      );
     }
     seen.add(d.offset);
     previous = d.offset;
@@ -240,7 +245,12 @@ export function checkGroup(deliveries: GroupDelivery[], log: LogEntry[]): GroupF
     const entry = byOffset.get(d.offset);
     if (!entry || JSON.stringify(entry.data) !== JSON.stringify(d.data)) {
       mismatched++;
-      note(problems, counts, 'group mismatch', `offset ${d.offset} delivered ${JSON.stringify(d.data)}, log has ${entry ? JSON.stringify(entry.data) : 'nothing'}`);
+      note(
+        problems,
+        counts,
+        'group mismatch',
+        `offset ${d.offset} delivered ${JSON.stringify(d.data)}, log has ${entry ? JSON.stringify(entry.data) : 'nothing'}`,
+      );
     }
   }
   let undelivered = 0;

@@ -1,9 +1,9 @@
+import { type Gap, MeshClient, type MeshError } from '@meshmq/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MeshClient, type Gap, type MeshError } from '@meshmq/client';
 import { NodeProcess } from '../helpers/node-process.js';
 import { RedisProcess } from '../helpers/redis-process.js';
 import { sleep, uniqueTopic } from '../helpers/util.js';
-import { checkGroup, checkLog, checkSubscriber, seededRandom, type AckedPublish, type GroupDelivery, type LogEntry, type Payload } from './chaos-check.js';
+import { type AckedPublish, checkGroup, checkLog, checkSubscriber, type GroupDelivery, type LogEntry, type Payload, seededRandom } from './chaos-check.js';
 
 /**
  * Cluster chaos: three nodes over one Redis (AOF, appendfsync always),
@@ -82,7 +82,14 @@ describe('cluster chaos', () => {
     // Every client gets every node URL, each in one of the six orders: after losing its node a
     // client goes on to the next URL of its list, so with one shared order all clients of a killed
     // node would move together and soon sit on one node, and most kills would hit no client.
-    const orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    const orders = [
+      [0, 1, 2],
+      [0, 2, 1],
+      [1, 0, 2],
+      [1, 2, 0],
+      [2, 0, 1],
+      [2, 1, 0],
+    ];
     const newClient = (who: string): MeshClient => {
       const client = new MeshClient({
         urls: orders[clients.length % orders.length]!.map((i) => urls[i]!),
@@ -303,22 +310,66 @@ describe('cluster chaos', () => {
     const fail = (what: string, count: number, evidence: string[] = []) => {
       if (count > 0) failures.push(`${what}: ${count}${evidence.length > 0 ? `\n    ${evidence.slice(0, 10).join('\n    ')}` : ''}`);
     };
-    fail('acknowledged publishes lost', logFigures.lost, logFigures.problems.filter((p) => p.startsWith('lost')));
-    fail('reordered', logFigures.reordered, logFigures.problems.filter((p) => p.startsWith('reordered')));
-    fail('payloads stored twice', logFigures.duplicated, logFigures.problems.filter((p) => p.startsWith('duplicated')));
-    fail('log gaps', logFigures.logGaps, logFigures.problems.filter((p) => p.startsWith('log gap')));
-    fail('foreign log entries', logFigures.foreign, logFigures.problems.filter((p) => p.startsWith('foreign')));
+    fail(
+      'acknowledged publishes lost',
+      logFigures.lost,
+      logFigures.problems.filter((p) => p.startsWith('lost')),
+    );
+    fail(
+      'reordered',
+      logFigures.reordered,
+      logFigures.problems.filter((p) => p.startsWith('reordered')),
+    );
+    fail(
+      'payloads stored twice',
+      logFigures.duplicated,
+      logFigures.problems.filter((p) => p.startsWith('duplicated')),
+    );
+    fail(
+      'log gaps',
+      logFigures.logGaps,
+      logFigures.problems.filter((p) => p.startsWith('log gap')),
+    );
+    fail(
+      'foreign log entries',
+      logFigures.foreign,
+      logFigures.problems.filter((p) => p.startsWith('foreign')),
+    );
     fail('log epochs (the log was replaced)', epochs.size - 1, [...epochs]);
     fail('publishes abandoned after retrying', abandoned.length, abandoned);
     for (const [s, f] of subFigures.entries()) {
-      fail(`sub${s} missing offsets`, f.missing, f.problems.filter((p) => p.includes('missing')));
-      fail(`sub${s} duplicate deliveries`, f.duplicates, f.problems.filter((p) => p.includes('duplicate')));
-      fail(`sub${s} out-of-order deliveries`, f.outOfOrder, f.problems.filter((p) => p.includes('out of order')));
-      fail(`sub${s} deliveries unlike the log`, f.mismatched, f.problems.filter((p) => p.includes('mismatch')));
+      fail(
+        `sub${s} missing offsets`,
+        f.missing,
+        f.problems.filter((p) => p.includes('missing')),
+      );
+      fail(
+        `sub${s} duplicate deliveries`,
+        f.duplicates,
+        f.problems.filter((p) => p.includes('duplicate')),
+      );
+      fail(
+        `sub${s} out-of-order deliveries`,
+        f.outOfOrder,
+        f.problems.filter((p) => p.includes('out of order')),
+      );
+      fail(
+        `sub${s} deliveries unlike the log`,
+        f.mismatched,
+        f.problems.filter((p) => p.includes('mismatch')),
+      );
       fail(`sub${s} acknowledged offsets never seen`, f.missedAcked);
     }
-    fail('group: offsets never delivered', groupFigures.undelivered, groupFigures.problems.filter((p) => p.includes('never delivered')));
-    fail('group: deliveries unlike the log', groupFigures.mismatched, groupFigures.problems.filter((p) => p.includes('mismatch')));
+    fail(
+      'group: offsets never delivered',
+      groupFigures.undelivered,
+      groupFigures.problems.filter((p) => p.includes('never delivered')),
+    );
+    fail(
+      'group: deliveries unlike the log',
+      groupFigures.mismatched,
+      groupFigures.problems.filter((p) => p.includes('mismatch')),
+    );
     if (!group) failures.push(`group '${GROUP}' missing from the admin API: ${JSON.stringify(view)}`);
     else {
       fail('group: still pending at the end', group.pending, [JSON.stringify(group)]);
@@ -326,9 +377,19 @@ describe('cluster chaos', () => {
       fail('group: dead-lettered', group.deadLettered);
     }
     fail('dead letters in $dlq', view.topic.deadLetters);
-    fail('log end: admin API and history disagree', view.topic.last === logFigures.last ? 0 : 1, [`admin last=${view.topic.last}, history last=${logFigures.last}`]);
-    fail('SDK gap events', gaps.length, gaps.map((g) => `${g.who}: ${JSON.stringify(g.gap)}`));
-    fail('SDK internal errors', unexpectedErrors.length, unexpectedErrors.map((e) => `${e.who}: ${e.error.message}`));
+    fail('log end: admin API and history disagree', view.topic.last === logFigures.last ? 0 : 1, [
+      `admin last=${view.topic.last}, history last=${logFigures.last}`,
+    ]);
+    fail(
+      'SDK gap events',
+      gaps.length,
+      gaps.map((g) => `${g.who}: ${JSON.stringify(g.gap)}`),
+    );
+    fail(
+      'SDK internal errors',
+      unexpectedErrors.length,
+      unexpectedErrors.map((e) => `${e.who}: ${e.error.message}`),
+    );
     if (acked.length < 100) failures.push(`only ${acked.length} publishes acknowledged: the run did too little to mean anything`);
 
     if (failures.length > 0) {

@@ -1,4 +1,4 @@
-import { FanoutSubscription, HIGH_WATER_MARK, type EmbeddedEngine } from '@meshmq/server';
+import { type EmbeddedEngine, FanoutSubscription, HIGH_WATER_MARK } from '@meshmq/server';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { uniqueTopic } from '../helpers/util.js';
 import { range, waitUntil } from '../helpers/wait.js';

@@ -1,4 +1,4 @@
-import { GroupDispatcher, HIGH_WATER_MARK, type EmbeddedEngine, type GroupMember } from '@meshmq/server';
+import { type EmbeddedEngine, GroupDispatcher, type GroupMember, HIGH_WATER_MARK } from '@meshmq/server';
 import { MeshError } from '@meshmq/shared';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { uniqueTopic } from '../helpers/util.js';
@@ -21,7 +21,13 @@ async function dispatcherFor(engine: EmbeddedEngine, topic: string, ackWaitMs = 
   await engine.ensureGroup(topic, GROUP, { startAt: 1, ackWaitMs });
   const errors: unknown[] = [];
   const overfull: string[] = [];
-  const dispatcher = new GroupDispatcher(topic, GROUP, engine, () => undefined, (err) => errors.push(err));
+  const dispatcher = new GroupDispatcher(
+    topic,
+    GROUP,
+    engine,
+    () => undefined,
+    (err) => errors.push(err),
+  );
   const stop = engine.onMessage((message) => {
     if (message.topic === topic) dispatcher.pump();
   });
@@ -192,7 +198,7 @@ describe('GroupDispatcher', () => {
     expect(offsetsOf(slow)).toEqual([5, 6]);
   });
 
-  it("a member that leaves has its leases redelivered to another", async () => {
+  it('a member that leaves has its leases redelivered to another', async () => {
     const engine = await tempEngine();
     const topic = uniqueTopic();
     const { dispatcher, member } = await dispatcherFor(engine, topic);
@@ -218,7 +224,7 @@ describe('GroupDispatcher', () => {
     ]);
   });
 
-  it("settling a delivery leased to another member is refused with not_found and changes nothing", async () => {
+  it('settling a delivery leased to another member is refused with not_found and changes nothing', async () => {
     const engine = await tempEngine();
     const topic = uniqueTopic();
     const { dispatcher, member } = await dispatcherFor(engine, topic);

@@ -1,7 +1,7 @@
 import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHttpHandler, Gate, type JsonRoute } from '@meshmq/server';
-import { MeshError, type ErrorCode } from '@meshmq/shared';
+import { type ErrorCode, MeshError } from '@meshmq/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ALLOWED_ORIGIN = 'https://console.example.com';

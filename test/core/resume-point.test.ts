@@ -43,7 +43,7 @@ const cases: Array<[string, TopicInfo, number | undefined, string | undefined, P
   ['same epoch, past last: the log holds less than the client saw', topic, 25, 'cur', { from: 21, missing: { from: 21, to: 24, reason: 'epoch' } }],
   ["epoch '' means nothing seen: like no epoch", topic, 12, '', { from: 12 }],
   ["epoch '' from before first: retention, not epoch", topic, 1, '', { from: 5, missing: { from: 1, to: 4, reason: 'retention' } }],
-  ["topic without messages, no from", noTopic, undefined, undefined, { from: 1 }],
+  ['topic without messages, no from', noTopic, undefined, undefined, { from: 1 }],
   ["topic without messages, from 1 in epoch ''", noTopic, 1, '', { from: 1 }],
 ];
 

@@ -1,13 +1,13 @@
 import {
   Broker,
-  DEFAULT_CONNECTION_LIMITS,
-  HIGH_WATER_MARK,
   type BrokerOptions,
   type ConnectionLimits,
+  DEFAULT_CONNECTION_LIMITS,
   type EmbeddedEngine,
+  HIGH_WATER_MARK,
   type Principal,
 } from '@meshmq/server';
-import { MeshError, Permissions, type ErrorFrame, type OkFrame, type PermissionClaim, type RequestBody } from '@meshmq/shared';
+import { type ErrorFrame, MeshError, type OkFrame, type PermissionClaim, Permissions, type RequestBody } from '@meshmq/shared';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { waitUntil } from '../helpers/wait.js';
 import { FakeConnection } from './fake-connection.js';

@@ -20,4 +20,3 @@ export async function publishMany(engine: EmbeddedEngine, topic: string, count: 
   const outcomes = await Promise.all(Array.from({ length: count }, (_, i) => engine.publish(topic, { i })));
   return outcomes.map((o) => o.offset);
 }
-

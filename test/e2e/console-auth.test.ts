@@ -1,8 +1,8 @@
-import { SignJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MeshClient } from '@meshmq/client';
 import { mintToken } from '@meshmq/server';
 import type { PermissionClaim } from '@meshmq/shared';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeProcess } from '../helpers/node-process.js';
 import { ConsoleBrowser, DESKTOP, NARROW, waitForAttribute, waitForText } from './browser.js';
 

@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MeshClient } from '@meshmq/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeProcess } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -61,15 +61,12 @@ describe('web console on one node', () => {
     try {
       await waitForText(card.getByTestId('rate-in'), (text) => text !== '0/s');
       // The chart of the rates moves too, once a sampled second has traffic in it.
-      await page().waitForFunction(
-        (before) => document.querySelectorAll('[data-testid="node-card"] svg path')[1]?.getAttribute('d') !== before,
-        chartBefore,
-      );
+      await page().waitForFunction((before) => document.querySelectorAll('[data-testid="node-card"] svg path')[1]?.getAttribute('d') !== before, chartBefore);
     } finally {
       flowing = false;
       await traffic;
     }
-    expect(Number.parseInt(await card.getByTestId('connections').textContent() ?? '0', 10)).toBeGreaterThanOrEqual(2);
+    expect(Number.parseInt((await card.getByTestId('connections').textContent()) ?? '0', 10)).toBeGreaterThanOrEqual(2);
     await browser.screenshot('nodes');
   });
 
@@ -323,7 +320,9 @@ describe('web console on one node', () => {
         await page().goto(`${node.url}${path}`);
         await page().locator('main h1').waitFor();
         // Let the first poll land before measuring.
-        await page().waitForLoadState('networkidle').catch(() => undefined);
+        await page()
+          .waitForLoadState('networkidle')
+          .catch(() => undefined);
         await page().waitForTimeout(300);
         expect(await browser.overflowsHorizontally(), `${path} overflows at ${NARROW.width}px`).toBe(false);
         await browser.screenshot(`narrow-${name}`);

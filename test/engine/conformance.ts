@@ -1,6 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { MeshError, deadLetterTopicOf } from '@meshmq/shared';
 import type { DeadLetter, Engine, RetentionPolicy, StoredMessage, TopicInfo } from '@meshmq/server';
+import { deadLetterTopicOf, MeshError } from '@meshmq/shared';
+import { afterEach, describe, expect, it } from 'vitest';
 import { eventually, range, uniqueTopic } from '../helpers/util.js';
 import { waitUntil } from '../helpers/wait.js';
 
@@ -181,7 +181,10 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.publish(a, 'a1');
         await engine.publish(b, 'b1');
         await engine.publish(a, 'a2');
-        expect((await engine.read(a, 1, 10)).map((m) => [m.offset, m.data])).toEqual([[1, 'a1'], [2, 'a2']]);
+        expect((await engine.read(a, 1, 10)).map((m) => [m.offset, m.data])).toEqual([
+          [1, 'a1'],
+          [2, 'a2'],
+        ]);
         expect((await engine.read(b, 1, 10)).map((m) => [m.offset, m.data])).toEqual([[1, 'b1']]);
         const topics = (await engine.listTopics()).map((t) => t.topic);
         expect(topics).toEqual(expect.arrayContaining([a, b]));
@@ -246,10 +249,14 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.nack(b, 'g', 1, 0, by('A'));
         expect((await engine.claim(b, 'g', 'A', 1)).deliveries).toEqual([]);
         const dlq = deadLetterTopicOf(b);
-        const letters = await eventually(async () => {
-          const read = await engine.read(dlq, 1, 10);
-          return read.length > 0 && read;
-        }, 5000, 'the dead letter');
+        const letters = await eventually(
+          async () => {
+            const read = await engine.read(dlq, 1, 10);
+            return read.length > 0 && read;
+          },
+          5000,
+          'the dead letter',
+        );
         expect(letters).toHaveLength(1);
       });
 
@@ -278,10 +285,7 @@ export function engineConformance(name: string, harness: EngineHarness): void {
       test('recognises a repeated key within the window and stores nothing new', async () => {
         const { engine } = await create({ dedupeWindowMs: 60_000 });
         const topic = uniqueTopic();
-        const [first, concurrent] = await Promise.all([
-          engine.publish(topic, 'a', { key: 'k' }),
-          engine.publish(topic, 'a', { key: 'k' }),
-        ]);
+        const [first, concurrent] = await Promise.all([engine.publish(topic, 'a', { key: 'k' }), engine.publish(topic, 'a', { key: 'k' })]);
         expect([first.duplicate, concurrent.duplicate].sort()).toEqual([false, true]);
         expect(concurrent.offset).toBe(first.offset);
         const later = await engine.publish(topic, 'changed', { key: 'k' });
@@ -296,10 +300,14 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         const topic = uniqueTopic();
         await engine.publish(topic, 'a', { key: 'k' });
         // Within the window a repeat stores nothing; the first repeat after it is stored as new.
-        const stored = await eventually(async () => {
-          const outcome = await engine.publish(topic, 'a', { key: 'k' });
-          return !outcome.duplicate && outcome;
-        }, 5000, 'the key to be forgotten');
+        const stored = await eventually(
+          async () => {
+            const outcome = await engine.publish(topic, 'a', { key: 'k' });
+            return !outcome.duplicate && outcome;
+          },
+          5000,
+          'the key to be forgotten',
+        );
         expect(stored).toMatchObject({ offset: 2, duplicate: false });
       });
 
@@ -466,7 +474,10 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.claim(topic, 'g', 'B', 1);
         expect(await engine.release(topic, 'g', 'A')).toBe(2);
         const taken = await engine.claim(topic, 'g', 'C', 10);
-        expect(taken.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([[1, 2], [2, 2]]);
+        expect(taken.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([
+          [1, 2],
+          [2, 2],
+        ]);
       });
 
       test('moves a message to the dead-letter topic after maxDeliveries', async () => {
@@ -480,10 +491,14 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.nack(topic, 'g', 1, 0, by('A'));
         expect((await engine.claim(topic, 'g', 'A', 1)).deliveries).toEqual([]);
         const dlq = deadLetterTopicOf(topic);
-        const letters = await eventually(async () => {
-          const read = await engine.read(dlq, 1, 10);
-          return read.length > 0 && read;
-        }, 5000, 'the dead letter');
+        const letters = await eventually(
+          async () => {
+            const read = await engine.read(dlq, 1, 10);
+            return read.length > 0 && read;
+          },
+          5000,
+          'the dead letter',
+        );
         expect(letters).toHaveLength(1);
         const letter = letters[0]!.data as DeadLetter;
         expect(letter).toMatchObject({ topic, group: 'g', offset: 1, data: { poison: 1 }, key: 'p', deliveries: 2, reason: 'max_deliveries' });

@@ -1,8 +1,8 @@
 import { rmSync } from 'node:fs';
-import { expect, it } from 'vitest';
 import { EmbeddedEngine } from '@meshmq/server';
+import { expect, it } from 'vitest';
 import { tempDir } from '../helpers/node-process.js';
-import { engineConformance, reopenable, type EngineFactoryOptions } from './conformance.js';
+import { type EngineFactoryOptions, engineConformance, reopenable } from './conformance.js';
 
 engineConformance('embedded', {
   shared: false,

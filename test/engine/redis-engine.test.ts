@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RedisEngine } from '@meshmq/server';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RedisProcess } from '../helpers/redis-process.js';
 import { redisCli } from '../helpers/redis-topologies.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -15,7 +15,10 @@ afterAll(async () => {
 });
 
 // Left out on standalone Redis, for the product bug each names.
-engineConformance('redis', redisHarness(() => redis.url));
+engineConformance(
+  'redis',
+  redisHarness(() => redis.url),
+);
 
 it('redis: a quick unwatch and watch again of a topic keeps it live', async () => {
   const engine = new RedisEngine({ url: redis.url, keyPrefix: uniqueKeyPrefix() });

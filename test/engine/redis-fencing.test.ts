@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
-import { MeshError } from '@meshmq/shared';
 import { RedisEngine } from '@meshmq/server';
+import type { MeshError } from '@meshmq/shared';
+import { afterEach, describe, expect, it } from 'vitest';
 import { RedisProcess } from '../helpers/redis-process.js';
 import { redisCli } from '../helpers/redis-topologies.js';
 import { eventually } from '../helpers/util.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { RedisEngine } from '@meshmq/server';
-import { reopenable, type EngineFactoryOptions, type EngineHarness } from './conformance.js';
+import { type EngineFactoryOptions, type EngineHarness, reopenable } from './conformance.js';
 
 /** A key prefix no other engine instance uses, so instances share a Redis without seeing each other. */
 export function uniqueKeyPrefix(): string {

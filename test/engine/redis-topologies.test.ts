@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisEngine, type StoredMessage } from '@meshmq/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterSetup, SentinelSetup } from '../helpers/redis-topologies.js';
 import { range, uniqueTopic } from '../helpers/util.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -49,7 +49,10 @@ describe('Redis engine on Sentinel', () => {
   });
 
   // Left out on Sentinel, for the product bug each names.
-  engineConformance('redis+sentinel', redisHarness(() => setup.url()));
+  engineConformance(
+    'redis+sentinel',
+    redisHarness(() => setup.url()),
+  );
 
   it('publishes, notifies and runs groups through the Sentinel-discovered primary', async () => {
     await exercise(setup.url());
@@ -66,7 +69,10 @@ describe('Redis engine on Redis Cluster', () => {
   });
 
   // Left out on Redis Cluster, for the product bug each names.
-  engineConformance('redis+cluster', redisHarness(() => setup.url()));
+  engineConformance(
+    'redis+cluster',
+    redisHarness(() => setup.url()),
+  );
 
   it('spreads topics over shards with sharded pub/sub and same-slot scripts', async () => {
     await exercise(setup.url());

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '@meshmq/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeProcess, tempDir } from '../helpers/node-process.js';
 import { eventually } from '../helpers/util.js';
 import { runHttpLane, runRawHttpLane } from './http-lane.js';
-import { cpuTimeMs, heapProbeEnv, isAlive, liveMemory, MemorySampler, mib, MiB, residentMemory } from './proc-stats.js';
 import { Prng } from './prng.js';
+import { cpuTimeMs, heapProbeEnv, isAlive, liveMemory, MemorySampler, MiB, mib, residentMemory } from './proc-stats.js';
 import { FUZZ_TOPICS, makeRoles, type Role } from './roles.js';
 import { runSocketIoLane } from './socketio-lane.js';
 import { runSocketIoRawLane } from './socketio-raw-lane.js';
@@ -114,7 +114,9 @@ describe('fuzzing one node', () => {
     await Promise.all([
       ...[0, 1, 2, 3].map((i) => lane(`ws#${i}`, runWsLane(rng.fork(), { ...common, wsUrl: node.wsUrl, frames: share(0.6 / 4) }))),
       ...[0, 1].map((i) => lane(`socket.io#${i}`, runSocketIoLane(rng.fork(), { ...common, url: node.url, frames: share(0.2 / 2) }))),
-      ...[0, 1].map((i) => lane(`socket.io raw#${i}`, runSocketIoRawLane(rng.fork(), { ...common, wsBase: `ws://127.0.0.1:${node.port}`, frames: share(0.1 / 2) }))),
+      ...[0, 1].map((i) =>
+        lane(`socket.io raw#${i}`, runSocketIoRawLane(rng.fork(), { ...common, wsBase: `ws://127.0.0.1:${node.port}`, frames: share(0.1 / 2) })),
+      ),
       lane('http', runHttpLane(rng.fork(), { ...http, frames: share(0.085), concurrency: 6 })),
       lane('http raw', runRawHttpLane(rng.fork(), { ...http, frames: share(0.015), concurrency: 4, adminToken })),
     ]);
@@ -136,7 +138,9 @@ describe('fuzzing one node', () => {
     const steadyOk = reports.every((r) => r.problems.length === 0 && r.published > 0 && r.received === r.published);
     console.log(
       [
-        `FUZZ SUMMARY frames=${tally.total} (${Object.entries(tally.sent).map(([k, v]) => `${k}=${v}`).join(' ')}) restarts=${restarts} ` +
+        `FUZZ SUMMARY frames=${tally.total} (${Object.entries(tally.sent)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ')}) restarts=${restarts} ` +
           `rss=${mib(rssBefore.rss)}->${mib(rssAfter.rss)} live=${mib(liveBefore)}->${mib(liveAfter)} storedChanged=${changed} ` +
           `wellBehaved=${steadyOk ? 'ok' : 'FAILED'} codes={${[...tally.codes].map(([k, v]) => `${k}:${v}`).join(' ')}} findings=${tally.findingTotal} seed=${seed}`,
         `fuzz run: ${tally.total} frames in ${(fuzzMs / 1000).toFixed(1)} s (node CPU ${(nodeCpuMs / 1000).toFixed(1)} s), seed ${seed}`,
@@ -146,7 +150,10 @@ describe('fuzzing one node', () => {
         `node RSS: before ${mib(rssBefore.rss)} (anon ${mib(rssBefore.anon)}), after ${mib(rssAfter.rss)} (anon ${mib(rssAfter.anon)}), peak ${mib(sampler.peak.rss)} (anon ${mib(sampler.peak.anon)}); growth ${mib(rssAfter.rss - rssBefore.rss)}, bound ${mib(RSS_GROWTH_BOUND)}`,
         `node live memory (heap + buffers) after full GC: before ${mib(liveBefore)}, after ${mib(liveAfter)}; growth ${mib(liveAfter - liveBefore)}, bound ${mib(LIVE_MEMORY_GROWTH_BOUND)}`,
         `stored data changed: ${changed} (topics ${RECORDED_TOPICS.join(', ')}, $dlq.rec.jobs, groups and pending entries)`,
-        ...reports.map((r) => `well-behaved ${r.name}: published ${r.published}, received ${r.received} in order, retries ${r.retries}, problems ${r.problems.length}${r.problems.length ? `: ${r.problems.join('; ')}` : ''}`),
+        ...reports.map(
+          (r) =>
+            `well-behaved ${r.name}: published ${r.published}, received ${r.received} in order, retries ${r.retries}, problems ${r.problems.length}${r.problems.length ? `: ${r.problems.join('; ')}` : ''}`,
+        ),
         `node log lines at level 50/60: ${nodeErrors.length}${nodeErrors.length ? `\n  ${nodeErrors.slice(0, 5).join('\n  ')}` : ''}`,
         `node log lines at level 40: ${nodeWarnings.length}${nodeWarnings.length ? `\n  ${nodeWarnings.slice(0, 5).join('\n  ')}` : ''}`,
       ].join('\n'),

@@ -3,7 +3,7 @@
  * every op with valid and invalid values, whole frames, deep nesting and
  * mutations of valid frames. Everything draws from a {@link Prng}.
  */
-import { Obj, Raw, toText, type Json } from './json-text.js';
+import { type Json, Obj, Raw, toText } from './json-text.js';
 import type { Prng } from './prng.js';
 
 export const OPS = ['hello', 'ping', 'auth', 'publish', 'subscribe', 'unsubscribe', 'ack', 'nack', 'history'] as const;
@@ -75,6 +75,7 @@ export const UNICODE_EDGES = [
 ];
 export const PROTOTYPE_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'valueOf', 'hasOwnProperty', 'isPrototypeOf', '__defineGetter__'];
 const INJECTIONS = [
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a log-injection payload, sent as it is
   '${jndi:ldap://x/a}',
   '%s%s%n%x',
   '{{7*7}}',
@@ -300,12 +301,13 @@ function hostileTopic(rng: Prng): string {
 
 function hostileValue(rng: Prng, field: string): Json {
   const wrongType = () => jsonValue(rng, 2);
-  const numeric = (bounds: Json[]) => rng.weighted<() => Json>([
-    [3, () => rng.pick(bounds)],
-    [2, () => hostileNumber(rng)],
-    [1, () => String(rng.int(1, 100))],
-    [1, wrongType],
-  ])();
+  const numeric = (bounds: Json[]) =>
+    rng.weighted<() => Json>([
+      [3, () => rng.pick(bounds)],
+      [2, () => hostileNumber(rng)],
+      [1, () => String(rng.int(1, 100))],
+      [1, wrongType],
+    ])();
   switch (field) {
     case 'topic':
       return rng.chance(0.8) ? hostileTopic(rng) : wrongType();
@@ -340,17 +342,7 @@ function hostileValue(rng: Prng, field: string): Json {
 }
 
 function hostileId(rng: Prng): Json {
-  return rng.pick<Json>([
-    'i'.repeat(129),
-    'i'.repeat(128),
-    null,
-    true,
-    new Obj().set('x', 1),
-    [1],
-    rng.pick(LONE_SURROGATES),
-    hostileNumber(rng),
-    '',
-  ]);
+  return rng.pick<Json>(['i'.repeat(129), 'i'.repeat(128), null, true, new Obj().set('x', 1), [1], rng.pick(LONE_SURROGATES), hostileNumber(rng), '']);
 }
 
 /**

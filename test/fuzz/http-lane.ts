@@ -1,7 +1,7 @@
-import { Agent, request, type OutgoingHttpHeaders } from 'node:http';
+import { Agent, type OutgoingHttpHeaders, request } from 'node:http';
 import { connect } from 'node:net';
+import { deepText, hostileString, jsonValue, randomBytes } from './generators.js';
 import { toText } from './json-text.js';
-import { PROTOTYPE_KEYS, deepText, hostileString, jsonValue, randomBytes } from './generators.js';
 import type { Prng } from './prng.js';
 import { FUZZ_GROUPS, FUZZ_TOPICS, namesProtectedTopic, pickRole, type Role } from './roles.js';
 import { excerpt, type Tally } from './tally.js';
@@ -100,7 +100,8 @@ function percentEncode(text: string): string {
   let out = '';
   for (const char of text) {
     const code = char.codePointAt(0)!;
-    if (code >= 0xd800 && code <= 0xdfff) out += `%${(0xe0 | (code >> 12)).toString(16)}%${(0x80 | ((code >> 6) & 0x3f)).toString(16)}%${(0x80 | (code & 0x3f)).toString(16)}`.toUpperCase();
+    if (code >= 0xd800 && code <= 0xdfff)
+      out += `%${(0xe0 | (code >> 12)).toString(16)}%${(0x80 | ((code >> 6) & 0x3f)).toString(16)}%${(0x80 | (code & 0x3f)).toString(16)}`.toUpperCase();
     else out += encodeURIComponent(char);
   }
   return out;
@@ -139,8 +140,30 @@ function authorization(rng: Prng, role: Role): string | undefined {
 
 function body(rng: Prng): string | Buffer {
   return rng.weighted<() => string | Buffer>([
-    [4, () => rng.pick(['', '{}', '{"purge":true}', '{"purge":false}', '{"ackWaitMs":100}', '{"maxDeliveries":1000}', '{"ackWaitMs":30000,"maxDeliveries":5}'])],
-    [4, () => rng.pick(['{"purge":"true"}', '{"purge":true,"x":1}', '{"ackWaitMs":99}', '{"maxDeliveries":1001}', '{"ackWaitMs":1e400}', '{"ackWaitMs":1.5}', '{"__proto__":{"purge":true}}', '{"constructor":{"prototype":{"admin":true}}}', '{"purge":false,"purge":true}', '[]', 'null', '"x"', 'not json', '{"purge":'])],
+    [
+      4,
+      () => rng.pick(['', '{}', '{"purge":true}', '{"purge":false}', '{"ackWaitMs":100}', '{"maxDeliveries":1000}', '{"ackWaitMs":30000,"maxDeliveries":5}']),
+    ],
+    [
+      4,
+      () =>
+        rng.pick([
+          '{"purge":"true"}',
+          '{"purge":true,"x":1}',
+          '{"ackWaitMs":99}',
+          '{"maxDeliveries":1001}',
+          '{"ackWaitMs":1e400}',
+          '{"ackWaitMs":1.5}',
+          '{"__proto__":{"purge":true}}',
+          '{"constructor":{"prototype":{"admin":true}}}',
+          '{"purge":false,"purge":true}',
+          '[]',
+          'null',
+          '"x"',
+          'not json',
+          '{"purge":',
+        ]),
+    ],
     [2, () => toText(jsonValue(rng, 3))],
     [0.3, () => deepText(rng, 60_000)],
     [0.2, () => 'x'.repeat(rng.int(64 * 1024 + 1, 100 * 1024))],
@@ -173,9 +196,36 @@ export function nextHttpRequest(rng: Prng, role: Role, options: Pick<HttpLaneOpt
     ])();
     if (type !== undefined) headers['content-type'] = type;
   }
-  if (rng.chance(0.15)) headers.origin = rng.pick(['http://evil.example', 'null', `http://127.0.0.1:${options.port}`, `http://localhost:${options.port}`, 'garbage', 'http://127.0.0.1.evil.example']);
-  if (rng.chance(0.1)) headers.host = rng.pick(['evil.example', 'evil.example:80', '127.0.0.1', `[::1]:${options.port}`, 'localhost', '', 'a b', '%', `127.0.0.1:${options.port}.evil.example`]);
-  if (rng.chance(0.1)) headers[rng.pick(['x-forwarded-for', 'x-forwarded-host', 'accept', 'accept-encoding', 'cookie', 'x-fuzz'])] = rng.pick(['evil.example', '*/*', 'gzip, br', '\u00ff\u00fe', 'a'.repeat(2000), '1.2.3.4, 5.6.7.8']);
+  if (rng.chance(0.15))
+    headers.origin = rng.pick([
+      'http://evil.example',
+      'null',
+      `http://127.0.0.1:${options.port}`,
+      `http://localhost:${options.port}`,
+      'garbage',
+      'http://127.0.0.1.evil.example',
+    ]);
+  if (rng.chance(0.1))
+    headers.host = rng.pick([
+      'evil.example',
+      'evil.example:80',
+      '127.0.0.1',
+      `[::1]:${options.port}`,
+      'localhost',
+      '',
+      'a b',
+      '%',
+      `127.0.0.1:${options.port}.evil.example`,
+    ]);
+  if (rng.chance(0.1))
+    headers[rng.pick(['x-forwarded-for', 'x-forwarded-host', 'accept', 'accept-encoding', 'cookie', 'x-fuzz'])] = rng.pick([
+      'evil.example',
+      '*/*',
+      'gzip, br',
+      '\u00ff\u00fe',
+      'a'.repeat(2000),
+      '1.2.3.4, 5.6.7.8',
+    ]);
   const request: HttpRequest = { method, path, headers };
   if (!READ_METHODS.has(method) || rng.chance(0.03)) request.body = body(rng);
   return request;
@@ -204,7 +254,8 @@ function send(agent: Agent, options: HttpLaneOptions, req: HttpRequest): Promise
 /** Checks one answer of the node; counts statuses and errors, records findings. */
 function check(tally: Tally, role: Role, req: HttpRequest, answer: HttpAnswer): void {
   tally.bump(tally.httpStatuses, String(answer.status));
-  const trigger = () => `${req.method} ${excerpt(req.path)} as ${role.name} (${excerpt(JSON.stringify(req.headers))}) body ${req.body === undefined ? '-' : excerpt(req.body)}`;
+  const trigger = () =>
+    `${req.method} ${excerpt(req.path)} as ${role.name} (${excerpt(JSON.stringify(req.headers))}) body ${req.body === undefined ? '-' : excerpt(req.body)}`;
   const text = answer.body.toString('utf8');
   if (/root:.*:0:0:/.test(text)) tally.finding('path traversal', trigger());
   const pathname = new URL(req.path, 'http://localhost').pathname;
@@ -218,7 +269,8 @@ function check(tally: Tally, role: Role, req: HttpRequest, answer: HttpAnswer): 
     }
     if (answer.status >= 400 && pathname.startsWith('/socket.io/') && parsed.error === undefined) {
       // engine.io's own refusals: {code: <number>, message}.
-      if (typeof parsed.message !== 'string' || parsed.message === '') tally.finding('error answer without a message', `${answer.status} ${excerpt(text)} for ${trigger()}`);
+      if (typeof parsed.message !== 'string' || parsed.message === '')
+        tally.finding('error answer without a message', `${answer.status} ${excerpt(text)} for ${trigger()}`);
     } else if (answer.status >= 400) {
       if (parsed.error === undefined) tally.finding('error answer without an error body', `${answer.status} ${excerpt(text)} for ${trigger()}`);
       else tally.error('http', parsed.error, trigger);
@@ -226,7 +278,8 @@ function check(tally: Tally, role: Role, req: HttpRequest, answer: HttpAnswer): 
       for (const t of parsed.topics as Array<Record<string, unknown>>) {
         if (TOPICS_LEFT_OUT_UNTIL_FIXED.has(String(t.topic))) continue;
         for (const field of ['count', 'first', 'last', 'publishRate', 'subscribers', 'groups', 'members', 'deadLetters']) {
-          if (typeof t[field] !== 'number') tally.finding('malformed admin answer', `topic ${excerpt(String(t.topic))}: '${field}' is ${JSON.stringify(t[field]) ?? 'missing'}`);
+          if (typeof t[field] !== 'number')
+            tally.finding('malformed admin answer', `topic ${excerpt(String(t.topic))}: '${field}' is ${JSON.stringify(t[field]) ?? 'missing'}`);
         }
       }
     }
@@ -286,11 +339,14 @@ export function nextRawHttpRequest(rng: Prng, port: number, tokens: { admin: str
     () => `GET /api/topics HTTP/1.1\r\n${host}X-Fold: a\r\n  folded\r\n\r\n`,
     () => `GET /api/topics HTTP/1.1\r\n${host}X-Nul: a\u0000b\r\n\r\n`,
     () => `GET /api/topics HTTP/1.1\n${host.replace('\r', '')}\n`,
-    () => `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Authorization: Bearer ${tokens.admin}\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+    () =>
+      `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Authorization: Bearer ${tokens.admin}\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
     () => `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Content-Type: application/json\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n{}`,
     () => `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Content-Type: application/json\r\nContent-Length: -1\r\n\r\n`,
-    () => `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`,
-    () => `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n{}\r\n`,
+    () =>
+      `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`,
+    () =>
+      `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n{}\r\n`,
     () => `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`,
     () => `GET /${'a'.repeat(rng.int(17_000, 40_000))} HTTP/1.1\r\n${host}\r\n`,
     () => `GET / HTTP/1.1\r\n${host}${Array.from({ length: 500 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')}\r\n`,
@@ -298,13 +354,18 @@ export function nextRawHttpRequest(rng: Prng, port: number, tokens: { admin: str
     () => 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n',
     () => randomBytes(rng, rng.int(1, 300)).toString('latin1'),
     () => `GET /healthz HTTP/1.1\r\n${host}\r\nGET /api/topics HTTP/1.1\r\n${host}\r\nGARBAGE\r\n\r\n`,
-    () => `GET /ws?token=${tokens.admin} HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: bad\r\n\r\n`,
-    () => `GET /ws?token=${tokens.admin} HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 12\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
-    () => `GET /ws HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+    () =>
+      `GET /ws?token=${tokens.admin} HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: bad\r\n\r\n`,
+    () =>
+      `GET /ws?token=${tokens.admin} HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 12\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+    () =>
+      `GET /ws HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
     () => `GET /api/topics HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n`,
-    () => `GET /socket.io/ HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+    () =>
+      `GET /socket.io/ HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
     () => `GET /ws?token=${tokens.admin} HTTP/1.1\r\n${host}Upgrade: h2c\r\nConnection: Upgrade\r\n\r\n`,
-    () => `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Authorization: Bearer ${tokens.admin}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"purge":`,
+    () =>
+      `POST /api/topics/fuzz.a/dead-letters/replay HTTP/1.1\r\n${host}Authorization: Bearer ${tokens.admin}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"purge":`,
   ])();
   return Buffer.from(text, 'latin1');
 }

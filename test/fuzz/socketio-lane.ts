@@ -1,6 +1,6 @@
 import { io, type Socket } from 'socket.io-client';
-import { toValue, Obj, Raw } from './json-text.js';
-import { OPS, hostileString, hostilityOf, jsonValue, nestedText, pickOp, randomBytes, requestFields, type Op, type Vocabulary } from './generators.js';
+import { hostileString, hostilityOf, jsonValue, nestedText, OPS, type Op, pickOp, randomBytes, requestFields, type Vocabulary } from './generators.js';
+import { Obj, Raw, toValue } from './json-text.js';
 import type { Prng } from './prng.js';
 import { namesProtectedTopic, pickRole, type Role } from './roles.js';
 import { excerpt, type Tally } from './tally.js';
@@ -28,7 +28,22 @@ export const MAX_BUFFER_PAYLOAD_BYTES = 256 * 1024;
 
 function eventName(rng: Prng): string {
   if (rng.chance(0.9)) return pickOp(rng);
-  const name = rng.pick(['', ' ', 'explode', 'PUBLISH', 'message', 'ok', 'move', 'reset', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'x'.repeat(10_000), hostileString(rng)]);
+  const name = rng.pick([
+    '',
+    ' ',
+    'explode',
+    'PUBLISH',
+    'message',
+    'ok',
+    'move',
+    'reset',
+    '__proto__',
+    'constructor',
+    'toString',
+    'hasOwnProperty',
+    'x'.repeat(10_000),
+    hostileString(rng),
+  ]);
   return CLIENT_RESERVED.has(name) || EXCLUDED_EVENT_NAMES.has(name) ? 'ping' : name;
 }
 
@@ -130,7 +145,8 @@ export async function runSocketIoLane(rng: Prng, options: SocketIoLaneOptions): 
       }
       const frame = reply as { op?: unknown; code?: unknown; message?: unknown } | null;
       if (frame?.op === 'error') tally.error('socket.io', frame, trigger);
-      else if (frame?.op !== 'ok') tally.finding('reply is not ok or error', `socket.io ${role.name}: ${excerpt(JSON.stringify(reply) ?? String(reply))} for ${trigger()}`);
+      else if (frame?.op !== 'ok')
+        tally.finding('reply is not ok or error', `socket.io ${role.name}: ${excerpt(JSON.stringify(reply) ?? String(reply))} for ${trigger()}`);
       wake?.();
     };
     socket.on('ok', (frame: unknown) => replied(frame, () => `(event reply) one of ${lastEvents()}`));

@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
-import { Obj, toText, type Json } from './json-text.js';
-import { OPS, deepText, hostileString, hostilityOf, jsonValue, mutateText, nestedText, pickOp, randomBytes, requestFields, type Op } from './generators.js';
+import { deepText, hostileString, hostilityOf, jsonValue, mutateText, nestedText, OPS, type Op, pickOp, randomBytes, requestFields } from './generators.js';
+import { type Json, Obj, toText } from './json-text.js';
 import type { Prng } from './prng.js';
 import { namesProtectedTopic, pickRole, type Role } from './roles.js';
 import { EXCLUDED_EVENT_NAMES } from './socketio-lane.js';
@@ -28,7 +28,7 @@ interface Packet {
   /** It breaks the protocol: the node may close the connection. */
   breaks?: string;
   /** What follows the packet: its attachments (binary), or anything else. */
-  then?: Array<string | Buffer>;
+  followedBy?: Array<string | Buffer>;
 }
 
 function eventName(rng: Prng): Json {
@@ -100,7 +100,7 @@ function binaryEventPacket(rng: Prng, ackId: number): Packet {
   return {
     data: `45${count}-${ackId}[${toText(rng.pick(['publish', 'history', 'ping']))},${toText(payload)}]`,
     answered: true,
-    then: Array.from({ length: count }, () => randomBytes(rng, rng.int(0, 128))),
+    followedBy: Array.from({ length: count }, () => randomBytes(rng, rng.int(0, 128))),
   };
 }
 
@@ -180,7 +180,11 @@ function breakingPacket(rng: Prng, role: Role, maxFrameBytes: number): Packet {
     case 'broken JSON':
       return { data: pick(['42[', '42["ping",', '42{}', '42["ping"]]', '42[]', '42null', '4', '42-1["ping",{}]', "42['ping']"]), answered: false, breaks: why };
     case 'invalid JSON value':
-      return { data: pick(['42["publish",{"topic":"fuzz.a","data":NaN}]', '42["publish",{"topic":"fuzz.a","data":undefined}]', '42["ping",{},]']), answered: false, breaks: why };
+      return {
+        data: pick(['42["publish",{"topic":"fuzz.a","data":NaN}]', '42["publish",{"topic":"fuzz.a","data":undefined}]', '42["ping",{},]']),
+        answered: false,
+        breaks: why,
+      };
     case 'mutated event':
       return { data: mutateText(rng, eventPacket(rng, role, rng.int(1, 9), maxFrameBytes).data as string), answered: false, breaks: why };
     case 'reserved event name':
@@ -191,7 +195,7 @@ function breakingPacket(rng: Prng, role: Role, maxFrameBytes: number): Packet {
       return { data: pick(['4511-["ping",{}]', '450-["ping",{}]', '45-1-["ping",{}]', '45x-["ping",{}]', '451["ping",{}]']), answered: false, breaks: why };
     case 'missing attachment':
       // Announces an attachment, then sends text.
-      return { data: '451-["ping",{"x":{"_placeholder":true,"num":0}}]', answered: false, breaks: why, then: ['42["ping",{}]'] };
+      return { data: '451-["ping",{"x":{"_placeholder":true,"num":0}}]', answered: false, breaks: why, followedBy: ['42["ping",{}]'] };
     case 'stray attachment':
       return { data: randomBytes(rng, rng.int(0, 64)), answered: false, breaks: why };
     case 'deep binary event': {
@@ -199,10 +203,15 @@ function breakingPacket(rng: Prng, role: Role, maxFrameBytes: number): Packet {
       const kind = rng.pick(['array', 'object', 'mixed'] as const);
       const depth = Math.min(rng.int(10_000, 60_000), Math.floor((maxFrameBytes - 512) / 7));
       const deep = nestedText(depth, kind, '{"_placeholder":true,"num":0}');
-      return { data: `451-["publish",{"topic":"fuzz.a","data":${deep}}]`, answered: false, breaks: why, then: [Buffer.from('x')] };
+      return { data: `451-["publish",{"topic":"fuzz.a","data":${deep}}]`, answered: false, breaks: why, followedBy: [Buffer.from('x')] };
     }
     case 'bad placeholder':
-      return { data: pick(['451-["ping",{"x":{"_placeholder":true,"num":5}}]', '451-["ping",{"x":{"_placeholder":true,"num":"0"}}]']), answered: false, breaks: why, then: [Buffer.from('x')] };
+      return {
+        data: pick(['451-["ping",{"x":{"_placeholder":true,"num":5}}]', '451-["ping",{"x":{"_placeholder":true,"num":"0"}}]']),
+        answered: false,
+        breaks: why,
+        followedBy: [Buffer.from('x')],
+      };
   }
 }
 
@@ -245,7 +254,7 @@ class RawSocketIo {
       if (ackId !== undefined) this.pendingAcks.set(ackId, shown);
     }
     this.ws.send(packet.data, { binary: Buffer.isBuffer(packet.data) });
-    for (const next of packet.then ?? []) this.ws.send(next, { binary: Buffer.isBuffer(next) });
+    for (const next of packet.followedBy ?? []) this.ws.send(next, { binary: Buffer.isBuffer(next) });
   }
 
   async until(max: number, timeoutMs: number, extra: () => boolean = () => false): Promise<boolean> {
@@ -309,7 +318,8 @@ class RawSocketIo {
     }
     const f = frame as { op?: unknown; code?: unknown; message?: unknown } | undefined;
     if (f?.op === 'error') this.tally.error('socket.io raw', f, () => trigger);
-    else if (f?.op !== 'ok') this.tally.finding('reply is not ok or error', `socket.io raw ${this.role.name}: ${excerpt(JSON.stringify(frame) ?? String(frame))} for ${trigger}`);
+    else if (f?.op !== 'ok')
+      this.tally.finding('reply is not ok or error', `socket.io raw ${this.role.name}: ${excerpt(JSON.stringify(frame) ?? String(frame))} for ${trigger}`);
     this.wake?.();
   }
 }
@@ -410,7 +420,8 @@ export async function runSocketIoRawLane(rng: Prng, options: SocketIoRawLaneOpti
       tally.count('socket.io raw', packet.data.length);
     }
     if (!dropped && !conn.closed) {
-      if (!(await conn.until(0, options.replyTimeoutMs))) tally.finding('no reply', `socket.io raw ${role.name}: ${conn.outstanding} unanswered; last ${conn.lastPackets()}`);
+      if (!(await conn.until(0, options.replyTimeoutMs)))
+        tally.finding('no reply', `socket.io raw ${role.name}: ${conn.outstanding} unanswered; last ${conn.lastPackets()}`);
     } else if (!dropped && conn.closed) {
       tally.finding('connection dropped', `socket.io raw ${role.name}: closed with ${conn.closedWith}; last ${conn.lastPackets()}`);
     }

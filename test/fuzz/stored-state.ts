@@ -17,7 +17,11 @@ const VOLATILE = new Set(['publishRate', 'subscribers', 'members', 'oldestPendin
 function withoutVolatile(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(withoutVolatile);
   if (value === null || typeof value !== 'object') return value;
-  return Object.fromEntries(Object.entries(value).filter(([k]) => !VOLATILE.has(k)).map(([k, v]) => [k, withoutVolatile(v)]));
+  return Object.fromEntries(
+    Object.entries(value)
+      .filter(([k]) => !VOLATILE.has(k))
+      .map(([k, v]) => [k, withoutVolatile(v)]),
+  );
 }
 
 /** Publishes, waiting out the node's publish rate limit (the fuzzed node's is small). */
@@ -63,7 +67,11 @@ export async function storeRecorded(target: Target, adminToken: string): Promise
 
     // One delivery, no ack within 100 ms, one delivery allowed: the message moves to $dlq.rec.jobs.
     await client.ok({ op: 'subscribe', topic: 'rec.jobs', group: 'dead', from: 1, prefetch: 1, ackWait: 100, maxDeliveries: 1 });
-    await eventually(async () => ((await api(target, adminToken, '/api/topics/rec.jobs/dead-letters')) as { count: number }).count >= 1, 10_000, 'a dead letter');
+    await eventually(
+      async () => ((await api(target, adminToken, '/api/topics/rec.jobs/dead-letters')) as { count: number }).count >= 1,
+      10_000,
+      'a dead letter',
+    );
     await client.ok({ op: 'unsubscribe', topic: 'rec.jobs', group: 'dead' });
   } finally {
     await client.close();

@@ -82,10 +82,17 @@ export class Tally {
   /** Every counter and finding as printable lines. */
   report(): string {
     const sorted = (map: Map<string, number>) =>
-      [...map.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}=${v}`).join(' ');
+      [...map.entries()]
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ');
     const lines = [
-      `frames sent: ${this.total} (${Object.entries(this.sent).map(([k, v]) => `${k}=${v}`).join(' ')})`,
-      `bytes sent: ${Object.entries(this.bytes).map(([k, v]) => `${k}=${(v / 1024 / 1024).toFixed(1)} MiB`).join(' ')}`,
+      `frames sent: ${this.total} (${Object.entries(this.sent)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ')})`,
+      `bytes sent: ${Object.entries(this.bytes)
+        .map(([k, v]) => `${k}=${(v / 1024 / 1024).toFixed(1)} MiB`)
+        .join(' ')}`,
       `error codes: ${sorted(this.codes)}`,
       `http statuses: ${sorted(this.httpStatuses)}`,
       `connections ended as expected: ${sorted(this.closes)}`,

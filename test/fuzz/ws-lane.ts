@@ -1,5 +1,4 @@
 import WebSocket from 'ws';
-import { toText, Obj, type Json } from './json-text.js';
 import {
   deepText,
   flipBytes,
@@ -13,6 +12,7 @@ import {
   requestObject,
   type Vocabulary,
 } from './generators.js';
+import { type Json, Obj, toText } from './json-text.js';
 import type { Prng } from './prng.js';
 import { namesProtectedTopic, pickRole, type Role } from './roles.js';
 import { excerpt, type Tally } from './tally.js';
@@ -67,7 +67,9 @@ export function nextWsFrame(rng: Prng, vocab: Vocabulary, id: number, maxFrameBy
     case 'flipped': {
       const bytes = flipBytes(rng, requestText(rng, vocab, idValue, 0));
       // ws checks every text frame is UTF-8 and closes with 1007 when it is not.
-      return isUtf8(bytes) ? { kind: 'request', data: bytes, binary: false } : { kind: 'closing', data: bytes, binary: false, code: 1007, why: 'text frame not UTF-8' };
+      return isUtf8(bytes)
+        ? { kind: 'request', data: bytes, binary: false }
+        : { kind: 'closing', data: bytes, binary: false, code: 1007, why: 'text frame not UTF-8' };
     }
     case 'broken':
       return {
@@ -95,7 +97,11 @@ export function nextWsFrame(rng: Prng, vocab: Vocabulary, id: number, maxFrameBy
         ]),
       };
     case 'not an object':
-      return { kind: 'request', binary: false, data: rng.pick(['[]', '[{"op":"ping","id":1}]', '"ping"', '0', '-0', '1e400', 'null', 'true', toText(jsonValue(rng, 2))]) };
+      return {
+        kind: 'request',
+        binary: false,
+        data: rng.pick(['[]', '[{"op":"ping","id":1}]', '"ping"', '0', '-0', '1e400', 'null', 'true', toText(jsonValue(rng, 2))]),
+      };
     case 'binary':
       return {
         kind: 'request',
@@ -124,7 +130,11 @@ export function nextWsFrame(rng: Prng, vocab: Vocabulary, id: number, maxFrameBy
       const n = rng.int(1000, Math.floor(maxFrameBytes / 12));
       const obj = new Obj().set('op', rng.pick(['ping', 'publish', 'subscribe'])).set('id', id);
       if (rng.chance(0.5)) for (let i = 0; i < n; i++) obj.set(`k${i}`, i);
-      else obj.set('topic', 'fuzz.a').set('data', Array.from({ length: n }, (_, i) => i));
+      else
+        obj.set('topic', 'fuzz.a').set(
+          'data',
+          Array.from({ length: n }, (_, i) => i),
+        );
       const text = toText(obj);
       return { kind: 'request', binary: false, data: text.length < maxFrameBytes ? text : text.slice(0, maxFrameBytes - 1) };
     }
@@ -242,7 +252,8 @@ class FuzzConnection {
       }
       const trigger = this.byId.get(frame.id);
       this.byId.delete(frame.id);
-      if (frame.op === 'error') this.tally.error('ws', frame, () => (trigger ? excerpt(trigger) : `(id ${JSON.stringify(frame.id)}) one of ${this.lastFrames()}`));
+      if (frame.op === 'error')
+        this.tally.error('ws', frame, () => (trigger ? excerpt(trigger) : `(id ${JSON.stringify(frame.id)}) one of ${this.lastFrames()}`));
       else if (typeof frame.epoch === 'string' && frame.epoch !== '' && !this.role.vocab.epochs.includes(frame.epoch) && this.role.vocab.epochs.length < 64) {
         this.role.vocab.epochs.push(frame.epoch);
       }

@@ -1,4 +1,4 @@
-import { NodeProcess, type NodeOptions } from './node-process.js';
+import { type NodeOptions, NodeProcess } from './node-process.js';
 import { RedisProcess } from './redis-process.js';
 
 export type EngineName = 'embedded' | 'redis';

@@ -2,9 +2,7 @@ export type Frame = Record<string, unknown> & { op: string };
 
 /** Message frames among `frames`, optionally for one topic or group. */
 export function messagesOf(frames: readonly Frame[], topic?: string, group?: string): Frame[] {
-  return frames.filter(
-    (f) => f.op === 'message' && (topic === undefined || f.topic === topic) && (group === undefined || f.group === group),
-  );
+  return frames.filter((f) => f.op === 'message' && (topic === undefined || f.topic === topic) && (group === undefined || f.group === group));
 }
 
 /** Polls `current` until it holds at least `count` frames; resolves with them. */

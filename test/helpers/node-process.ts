@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -37,10 +37,7 @@ export class PortInUseError extends Error {}
  * PORT_IN_USE_ATTEMPTS times; before each new attempt, `beforeRetry` (by
  * default: wait PORT_IN_USE_DELAY_MS for the holder to let go).
  */
-export async function retryWhilePortInUse(
-  start: () => Promise<void>,
-  beforeRetry: () => Promise<unknown> = () => sleep(PORT_IN_USE_DELAY_MS),
-): Promise<void> {
+export async function retryWhilePortInUse(start: () => Promise<void>, beforeRetry: () => Promise<unknown> = () => sleep(PORT_IN_USE_DELAY_MS)): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await start();

@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
 
-import { messagesOf, waitForCount, type Frame } from './frames.js';
+import { type Frame, messagesOf, waitForCount } from './frames.js';
 
 export type { Frame };
 

@@ -1,5 +1,5 @@
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client';
-import { messagesOf, waitForCount, type Frame } from './frames.js';
+import { type Frame, messagesOf, waitForCount } from './frames.js';
 
 /**
  * The Socket.IO counterpart of RawClient: each request is an event named by

@@ -5,7 +5,7 @@ import { groupState, pendingEntries } from '../helpers/admin.js';
 import { GroupAcker } from '../helpers/group-acker.js';
 import { NodeProcess, tempDir } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
-import { SioClient, type ProtocolClient } from '../helpers/sio-client.js';
+import { type ProtocolClient, SioClient } from '../helpers/sio-client.js';
 import { eventually, range, uniqueTopic } from '../helpers/util.js';
 
 /** Long enough that the message is still held back when the test looks right after the nack. */
@@ -55,15 +55,17 @@ describe.each(transports)('over %s', (_name, connectRaw) => {
     const sub = await connect();
     await sub.ok({ op: 'subscribe', topic });
     const [a, b] = [await connect(), await connect()];
-    const publishAll = (client: ProtocolClient, who: string) =>
-      Promise.all(range(1, 50).map((n) => client.ok({ op: 'publish', topic, data: { who, n } })));
+    const publishAll = (client: ProtocolClient, who: string) => Promise.all(range(1, 50).map((n) => client.ok({ op: 'publish', topic, data: { who, n } })));
     const replies = (await Promise.all([publishAll(a, 'a'), publishAll(b, 'b')])).flat();
     expect(replies.map((r) => r.offset).sort((x, y) => (x as number) - (y as number))).toEqual(range(1, 100));
     const got = await sub.waitForMessages(100, topic);
     expect(got.map((m) => m.offset)).toEqual(range(1, 100));
     // Each publisher's own messages arrive in the order it sent them.
     for (const who of ['a', 'b']) {
-      const ns = got.map((m) => m.data as { who: string; n: number }).filter((d) => d.who === who).map((d) => d.n);
+      const ns = got
+        .map((m) => m.data as { who: string; n: number })
+        .filter((d) => d.who === who)
+        .map((d) => d.n);
       expect(ns).toEqual(range(1, 50));
     }
   });

@@ -1,8 +1,8 @@
+import { type AuthInfo, CLOSE_TOKEN_EXPIRED, MeshClient, type MeshClientOptions, MeshError, type WebSocketConstructor } from '@meshmq/client';
+import { type MintOptions, mintToken } from '@meshmq/server';
 import { SignJWT } from 'jose';
-import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CLOSE_TOKEN_EXPIRED, MeshClient, MeshError, type AuthInfo, type MeshClientOptions, type WebSocketConstructor } from '@meshmq/client';
-import { mintToken, type MintOptions } from '@meshmq/server';
+import WebSocket from 'ws';
 import { NodeProcess } from '../helpers/node-process.js';
 import { uniqueTopic } from '../helpers/util.js';
 import { range, waitUntil } from '../helpers/wait.js';
@@ -242,10 +242,12 @@ describe('client: authentication', () => {
     expect(error?.code).toBe('forbidden');
     expect(error?.key).toBe('k-denied');
     expect(error?.message).toMatch(/narrow.*denied/);
-    const subscribing = await c.subscribe(denied, () => undefined).then(
-      () => undefined,
-      (err: MeshError) => err,
-    );
+    const subscribing = await c
+      .subscribe(denied, () => undefined)
+      .then(
+        () => undefined,
+        (err: MeshError) => err,
+      );
     expect(subscribing?.code).toBe('forbidden');
     expect((await admin.history(denied)).messages).toEqual([]);
     expect((await admin.history(allowed)).messages.map((m) => m.data)).toEqual([1]);

@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MeshClient, MeshError, toWebSocketUrl, type ConnectionState } from '@meshmq/client';
+import { type ConnectionState, MeshClient, MeshError, toWebSocketUrl } from '@meshmq/client';
 import { BrokerNode, loadConfig } from '@meshmq/server';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { freePort, NodeProcess, tempDir } from '../helpers/node-process.js';
 import { sleep, track, waitUntil } from '../helpers/wait.js';
 

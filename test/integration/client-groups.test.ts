@@ -1,5 +1,5 @@
+import { type GroupMessage, MeshClient, type MeshError } from '@meshmq/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MeshClient, type GroupMessage, type MeshError } from '@meshmq/client';
 import { groupState, pendingEntries } from '../helpers/admin.js';
 import { NodeProcess } from '../helpers/node-process.js';
 import { eventually } from '../helpers/util.js';
@@ -25,9 +25,14 @@ describe('client: consumer groups', () => {
 
   it('acks automatically when the handler resolves: nothing is redelivered', async () => {
     const got: Array<[number, number]> = [];
-    const consumer = await client.consume('g.auto', 'workers', async (m) => {
-      got.push([m.offset, m.delivery]);
-    }, { ackWait: 300 });
+    const consumer = await client.consume(
+      'g.auto',
+      'workers',
+      async (m) => {
+        got.push([m.offset, m.delivery]);
+      },
+      { ackWait: 300 },
+    );
     for (let i = 0; i < 5; i++) await client.publish('g.auto', { i });
     await waitUntil(() => got.length === 5, 'five deliveries');
     // The acks landed: nothing is pending, so nothing can come back after ackWait.
@@ -120,8 +125,24 @@ describe('client: consumer groups', () => {
       const a: number[] = [];
       const b: number[] = [];
       const slow = async () => sleep(20);
-      const ca = await client.consume('g.spread', 'workers', async (m) => { a.push(m.offset); await slow(); }, { prefetch: 1 });
-      const cb = await other.consume('g.spread', 'workers', async (m) => { b.push(m.offset); await slow(); }, { prefetch: 1 });
+      const ca = await client.consume(
+        'g.spread',
+        'workers',
+        async (m) => {
+          a.push(m.offset);
+          await slow();
+        },
+        { prefetch: 1 },
+      );
+      const cb = await other.consume(
+        'g.spread',
+        'workers',
+        async (m) => {
+          b.push(m.offset);
+          await slow();
+        },
+        { prefetch: 1 },
+      );
       await Promise.all(range(1, 20).map((i) => client.publish('g.spread', i)));
       await waitUntil(() => a.length + b.length === 20, 'all twenty');
       expect([...a, ...b].sort((x, y) => x - y)).toEqual(range(1, 20));

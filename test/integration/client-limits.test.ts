@@ -1,5 +1,5 @@
+import { MeshClient, type MeshError, type PublishResult } from '@meshmq/client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MeshClient, MeshError, type PublishResult } from '@meshmq/client';
 import { freePort, NodeProcess } from '../helpers/node-process.js';
 import { uniqueTopic } from '../helpers/util.js';
 import { range, waitUntil } from '../helpers/wait.js';
@@ -64,10 +64,12 @@ describe('client: the node’s per-connection limits', () => {
     const seen: string[] = [];
     await c.subscribe(a, (m) => void seen.push(m.topic));
     const consumer = await c.consume(b, 'g', (m) => void seen.push(m.topic));
-    const error = await c.subscribe(extra, () => undefined).then(
-      () => undefined,
-      (err: MeshError) => err,
-    );
+    const error = await c
+      .subscribe(extra, () => undefined)
+      .then(
+        () => undefined,
+        (err: MeshError) => err,
+      );
     expect(error?.code).toBe('limit_exceeded');
     await c.publish(a, 1);
     await c.publish(b, 2);

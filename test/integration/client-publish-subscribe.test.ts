@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MeshClient, MeshError, type Message } from '@meshmq/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topicSubscribers } from '../helpers/admin.js';
 import { NodeProcess } from '../helpers/node-process.js';
 import { range, sleep, waitUntil } from '../helpers/wait.js';

@@ -1,5 +1,5 @@
+import { type ConnectionState, isRetryable, MeshClient, MeshError, type PublishResult } from '@meshmq/client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MeshClient, MeshError, isRetryable, type ConnectionState, type PublishResult } from '@meshmq/client';
 import { NodeProcess } from '../helpers/node-process.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { range, sleep, track, waitUntil } from '../helpers/wait.js';

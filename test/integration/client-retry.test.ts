@@ -1,5 +1,5 @@
+import { type GroupMessage, MeshClient, type MeshClientOptions, MeshError, type PublishResult, type RetryInfo } from '@meshmq/client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { MeshClient, MeshError, type GroupMessage, type MeshClientOptions, type PublishResult, type RetryInfo } from '@meshmq/client';
 import { groupState } from '../helpers/admin.js';
 import { NodeProcess } from '../helpers/node-process.js';
 import { RedisProcess } from '../helpers/redis-process.js';
@@ -90,7 +90,10 @@ describe('client: retries through a Redis outage', () => {
     await waitUntil(() => results.size >= 100, 'the first 100 publishes');
     const restart = await killRedis();
     // Down for several rounds of retries, not just one.
-    await waitUntil(() => retries.some((r) => r.op === 'publish' && r.code === 'unavailable' && r.attempt >= 4), 'a publish refused four times while Redis is down');
+    await waitUntil(
+      () => retries.some((r) => r.op === 'publish' && r.code === 'unavailable' && r.attempt >= 4),
+      'a publish refused four times while Redis is down',
+    );
     await restart();
     await publishing;
 

@@ -88,10 +88,12 @@ describe('node liveness through Redis outages', () => {
     const survivor = await connect(a);
     await survivor.ok({ op: 'subscribe', topic, group: 'g' });
     await b.kill();
-    const redelivered = await survivor.waitFor((f) => f.op === 'message' && f.topic === topic && f.offset === 1, 15_000).catch((err: Error) => {
-      const lines = a.logs.split('\n').filter((line) => /node is|redis link|lease/.test(line));
-      throw new Error(`${err.message}; node a logged:\n${lines.slice(-10).join('\n')}`);
-    });
+    const redelivered = await survivor
+      .waitFor((f) => f.op === 'message' && f.topic === topic && f.offset === 1, 15_000)
+      .catch((err: Error) => {
+        const lines = a.logs.split('\n').filter((line) => /node is|redis link|lease/.test(line));
+        throw new Error(`${err.message}; node a logged:\n${lines.slice(-10).join('\n')}`);
+      });
     expect(redelivered).toMatchObject({ delivery: 2, data: 'job' });
     expect(a.logs).toContain('node is down');
   }, 60_000);

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -58,26 +58,38 @@ describe('the local cluster script', () => {
     child.stdout?.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr?.on('data', (c: Buffer) => (output += c.toString()));
     const ports = [base, base + 1, base + 2];
-    const first = await eventually(async () => {
-      const all = await Promise.all(ports.map(health));
-      return all.every(Boolean) && (all as Array<{ node: string; pid: number }>);
-    }, 30_000, `three ready nodes (${output})`);
+    const first = await eventually(
+      async () => {
+        const all = await Promise.all(ports.map(health));
+        return all.every(Boolean) && (all as Array<{ node: string; pid: number }>);
+      },
+      30_000,
+      `three ready nodes (${output})`,
+    );
     expect(first.map((h) => h.node)).toEqual(['node-1', 'node-2', 'node-3']);
     // The nodes learn of each other from their heartbeats.
-    const nodes = await eventually(async () => {
-      const view = (await (await fetch(`http://127.0.0.1:${base}/api/nodes`)).json()) as { mode: string; nodes: Array<{ id: string }> };
-      return view.nodes.length === 3 && view;
-    }, 10_000, 'membership of three');
+    const nodes = await eventually(
+      async () => {
+        const view = (await (await fetch(`http://127.0.0.1:${base}/api/nodes`)).json()) as { mode: string; nodes: Array<{ id: string }> };
+        return view.nodes.length === 3 && view;
+      },
+      10_000,
+      'membership of three',
+    );
     expect(nodes.mode).toBe('cluster');
     expect(nodes.nodes.map((n) => n.id).sort()).toEqual(['node-1', 'node-2', 'node-3']);
     const readyz = (await (await fetch(`http://127.0.0.1:${base}/readyz`)).json()) as { redis: { durability: { survives: { hostCrash: boolean } } } };
     expect(readyz.redis.durability.survives.hostCrash).toBe(true);
 
     process.kill(first[1]!.pid, 'SIGKILL');
-    const again = await eventually(async () => {
-      const h = await health(base + 1);
-      return h && h.pid !== first[1]!.pid && h;
-    }, 20_000, 'node-2 restarted');
+    const again = await eventually(
+      async () => {
+        const h = await health(base + 1);
+        return h && h.pid !== first[1]!.pid && h;
+      },
+      20_000,
+      'node-2 restarted',
+    );
     expect(again.node).toBe('node-2');
     expect(output).toContain('[node-2] exited (SIGKILL); restarting');
 

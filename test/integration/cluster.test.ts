@@ -17,8 +17,7 @@ describe('a cluster of three nodes over Redis', () => {
     return client;
   };
 
-  const startNode = (id: string) =>
-    NodeProcess.start({ env: { REDIS_URL: redis.url, NODE_ID: id, HEARTBEAT: '300ms', NODE_DOWN_AFTER: '1500ms' } });
+  const startNode = (id: string) => NodeProcess.start({ env: { REDIS_URL: redis.url, NODE_ID: id, HEARTBEAT: '300ms', NODE_DOWN_AFTER: '1500ms' } });
 
   beforeAll(async () => {
     redis = await RedisProcess.start();
@@ -60,9 +59,7 @@ describe('a cluster of three nodes over Redis', () => {
     const subs = await Promise.all(nodes.map(connect));
     for (const sub of subs) await sub.ok({ op: 'subscribe', topic });
     const pubs = await Promise.all(nodes.map(connect));
-    const replies = (
-      await Promise.all(pubs.map((pub, p) => Promise.all(range(1, 100).map((n) => pub.ok({ op: 'publish', topic, data: { p, n } })))))
-    ).flat();
+    const replies = (await Promise.all(pubs.map((pub, p) => Promise.all(range(1, 100).map((n) => pub.ok({ op: 'publish', topic, data: { p, n } })))))).flat();
     expect(replies.map((r) => r.offset as number).sort((a, b) => a - b)).toEqual(range(1, 300));
     const history = [];
     for (let from = 1; from <= 300; from += 100) {

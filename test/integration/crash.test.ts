@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { groupState } from '../helpers/admin.js';
 import { GroupAcker } from '../helpers/group-acker.js';
 import { NodeProcess } from '../helpers/node-process.js';
-import { RawClient, type Frame } from '../helpers/raw-client.js';
+import { type Frame, RawClient } from '../helpers/raw-client.js';
 import { eventually, range, sleep } from '../helpers/util.js';
 
 const PUBLISHERS = 4;
@@ -69,7 +69,10 @@ describe('crash recovery', () => {
     await Promise.all([...range(1, PUBLISHERS).map(publisher), killer]);
     expect(acked.size).toBeGreaterThan(0);
     expect(refused, 'publishes refused before the kill').toEqual([]);
-    expect(consumer.acks.filter((a) => a.reply !== undefined && a.reply.op !== 'ok'), 'acks refused before the kill').toEqual([]);
+    expect(
+      consumer.acks.filter((a) => a.reply !== undefined && a.reply.op !== 'ok'),
+      'acks refused before the kill',
+    ).toEqual([]);
     const ackSent = new Set(consumer.acks.map((a) => a.offset));
     const groupAcked = new Set(consumer.acks.filter((a) => a.reply?.op === 'ok').map((a) => a.offset));
     expect(groupAcked.size).toBeGreaterThan(0);
@@ -95,7 +98,10 @@ describe('crash recovery', () => {
     const seen = new Set(log.map((m) => JSON.stringify(m.data)));
     expect(seen.size).toBe(last);
     for (const p of range(0, PUBLISHERS - 1)) {
-      const ns = log.map((m) => m.data as { p: number; n: number }).filter((d) => d.p === p).map((d) => d.n);
+      const ns = log
+        .map((m) => m.data as { p: number; n: number })
+        .filter((d) => d.p === p)
+        .map((d) => d.n);
       expect(ns).toEqual([...ns].sort((a, b) => a - b));
     }
 
@@ -105,19 +111,34 @@ describe('crash recovery', () => {
     const resumed = new GroupAcker([member], topic, 'g');
     const mustComeBack = range(1, last).filter((o) => !ackSent.has(o));
     // Poll only until the group has nothing left to give: every offset taken, nothing pending, every delivery acked.
-    await eventually(async () => {
-      const group = await groupState(node!.url, topic, 'g');
-      return group.cursor === last + 1 && group.pending === 0 && resumed.acks.length >= resumed.deliveries().length;
-    }, 30_000, 'the group to drain').catch((err) => {
-      throw new Error(`${err}; not yet delivered ${mustComeBack.filter((o) => !resumed.offsets().has(o)).slice(0, 20)}; failed acks ${JSON.stringify(resumed.failedAcks().slice(0, 5))}`);
+    await eventually(
+      async () => {
+        const group = await groupState(node!.url, topic, 'g');
+        return group.cursor === last + 1 && group.pending === 0 && resumed.acks.length >= resumed.deliveries().length;
+      },
+      30_000,
+      'the group to drain',
+    ).catch((err) => {
+      throw new Error(
+        `${err}; not yet delivered ${mustComeBack.filter((o) => !resumed.offsets().has(o)).slice(0, 20)}; failed acks ${JSON.stringify(resumed.failedAcks().slice(0, 5))}`,
+      );
     });
     await resumed.stop();
     expect(resumed.failedAcks(), 'acks after the restart that failed').toEqual([]);
     expect(resumed.duplicates(), 'offsets delivered twice after the restart').toEqual([]);
     const delivered = resumed.offsets();
-    expect(mustComeBack.filter((o) => !delivered.has(o)), 'unacked offsets that never came back').toEqual([]);
-    expect([...groupAcked].filter((o) => delivered.has(o)), 'acked offsets that came back').toEqual([]);
-    expect([...delivered].filter((o) => o > last), 'offsets past the log').toEqual([]);
+    expect(
+      mustComeBack.filter((o) => !delivered.has(o)),
+      'unacked offsets that never came back',
+    ).toEqual([]);
+    expect(
+      [...groupAcked].filter((o) => delivered.has(o)),
+      'acked offsets that came back',
+    ).toEqual([]);
+    expect(
+      [...delivered].filter((o) => o > last),
+      'offsets past the log',
+    ).toEqual([]);
 
     // Offsets go on after the last stored one.
     expect(await reader.ok({ op: 'publish', topic, data: 'after' })).toMatchObject({ offset: last + 1 });

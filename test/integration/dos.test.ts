@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { get } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { mintToken } from '@meshmq/server';
 import { io, type Socket as SioSocket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { mintToken } from '@meshmq/server';
-import { heapProbeEnv, liveMemory, MemorySampler, mib, MiB, openConnections, residentMemory, socketQueues } from '../fuzz/proc-stats.js';
+import { heapProbeEnv, liveMemory, MemorySampler, MiB, mib, openConnections, residentMemory, socketQueues } from '../fuzz/proc-stats.js';
 import { encodeFrame, OPCODE, RawWebSocket } from '../fuzz/raw-websocket.js';
 import { NodeProcess, tempDir } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -160,7 +160,9 @@ describe('connection floods from one address', () => {
 
     const refused = await openWs(wsUrl);
     expect(refused).toMatchObject({ status: 503 });
-    expect(JSON.parse((refused as { body: string }).body)).toMatchObject({ error: { code: 'limit_exceeded', message: expect.stringContaining('per address') } });
+    expect(JSON.parse((refused as { body: string }).body)).toMatchObject({
+      error: { code: 'limit_exceeded', message: expect.stringContaining('per address') },
+    });
     expect(await openWs(`ws://127.0.0.1:${node.port}/socket.io/?EIO=4&transport=websocket`)).toMatchObject({ status: 503 });
     expect(await openSocketIo(node.url, token)).toBeInstanceOf(Error);
 
@@ -214,7 +216,10 @@ describe('header limits', () => {
 
   it('refuses headers past 16 KiB, in all or in one, with 431 and closes the connection', async () => {
     for (const extra of [headers(500, 40), `X-Big: ${'b'.repeat(64 * 1024)}\r\n`]) {
-      expect(await rawRequest(node.port, `GET /healthz HTTP/1.1\r\n${host}${extra}\r\n`)).toEqual({ status: 'HTTP/1.1 431 Request Header Fields Too Large', closed: true });
+      expect(await rawRequest(node.port, `GET /healthz HTTP/1.1\r\n${host}${extra}\r\n`)).toEqual({
+        status: 'HTTP/1.1 431 Request Header Fields Too Large',
+        closed: true,
+      });
       expect(await rawRequest(node.port, `GET /ws?token=${token} HTTP/1.1\r\n${host}${upgrade}${extra}\r\n`)).toEqual({
         status: 'HTTP/1.1 431 Request Header Fields Too Large',
         closed: true,
@@ -229,7 +234,10 @@ describe('header limits', () => {
     expect((await rawRequest(node.port, `${admin}Authorization: Bearer ${token}\r\n${headers(500, 1)}\r\n`)).status).toBe('HTTP/1.1 200 OK');
     expect((await rawRequest(node.port, `${admin}${headers(500, 1)}Authorization: Bearer ${token}\r\n\r\n`)).status).toBe('HTTP/1.1 401 Unauthorized');
     // An upgrade whose WebSocket headers come after the 100th is no upgrade.
-    expect(await rawRequest(node.port, `GET /ws?token=${token} HTTP/1.1\r\n${host}${headers(500, 1)}${upgrade}\r\n`)).toEqual({ status: 'HTTP/1.1 400 Bad Request', closed: true });
+    expect(await rawRequest(node.port, `GET /ws?token=${token} HTTP/1.1\r\n${host}${headers(500, 1)}${upgrade}\r\n`)).toEqual({
+      status: 'HTTP/1.1 400 Bad Request',
+      closed: true,
+    });
   });
 
   it('is unharmed by them', async () => {
@@ -562,7 +570,11 @@ describe('clients that stop reading', () => {
     expect(sampler.peak.anon - rssBefore.anon).toBeLessThan(PEAK_ANON_GROWTH_BOUND);
 
     socket.resume();
-    await eventually(() => replies.size === HISTORIES + GROUPS && [...deliveries.values()].reduce((a, b) => a + b, 0) === GROUPS * 5000, 60_000, 'every reply and delivery');
+    await eventually(
+      () => replies.size === HISTORIES + GROUPS && [...deliveries.values()].reduce((a, b) => a + b, 0) === GROUPS * 5000,
+      60_000,
+      'every reply and delivery',
+    );
     expect([...replies.values()].every((op) => op === 'ok')).toBe(true);
     expect([...deliveries.values()]).toEqual(Array.from({ length: GROUPS }, () => 5000));
     ws.close();

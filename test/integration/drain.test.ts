@@ -2,7 +2,7 @@ import { io } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FlushGate } from '../helpers/flush-gate.js';
 import { NodeProcess } from '../helpers/node-process.js';
-import { RawClient, type Frame } from '../helpers/raw-client.js';
+import { type Frame, RawClient } from '../helpers/raw-client.js';
 import { SioClient } from '../helpers/sio-client.js';
 import { eventually, uniqueTopic } from '../helpers/util.js';
 

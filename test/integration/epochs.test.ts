@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeProcess } from '../helpers/node-process.js';
-import { RawClient, type Frame } from '../helpers/raw-client.js';
+import { type Frame, RawClient } from '../helpers/raw-client.js';
 import { RedisProcess } from '../helpers/redis-process.js';
 import { redisCli } from '../helpers/redis-topologies.js';
 import { SioClient } from '../helpers/sio-client.js';
@@ -52,10 +52,14 @@ describe('a Redis that comes back from an older snapshot', () => {
     await redis.kill();
     await redis.start();
     // Publishes may fail while the node reconnects; the key keeps a retried one from being stored twice.
-    const fresh = await eventually(async () => {
-      const reply = await publisher.request({ op: 'publish', topic, data: 'new 4', key: 'new-4' });
-      return reply.op === 'ok' && reply;
-    }, 20_000, 'a publish after Redis came back');
+    const fresh = await eventually(
+      async () => {
+        const reply = await publisher.request({ op: 'publish', topic, data: 'new 4', key: 'new-4' });
+        return reply.op === 'ok' && reply;
+      },
+      20_000,
+      'a publish after Redis came back',
+    );
     expect(fresh).toMatchObject({ offset: 4, duplicate: false });
     expect(fresh.epoch).not.toBe(oldEpoch);
 

@@ -50,7 +50,10 @@ describe('embedded engine: what waits for the disk', () => {
       // A round trip on each connection: whatever the node sent them before now has arrived.
       await publisher.ok({ op: 'ping' });
       await subscriber.ok({ op: 'ping' });
-      expect(publisher.frames.filter((f) => f.id === 'held'), 'a reply before the disk confirmed').toEqual([]);
+      expect(
+        publisher.frames.filter((f) => f.id === 'held'),
+        'a reply before the disk confirmed',
+      ).toEqual([]);
       expect(publisher.messages(topic), 'a delivery before the disk confirmed').toEqual([]);
       expect(subscriber.messages(topic), 'a delivery before the disk confirmed').toEqual([]);
     } finally {
@@ -76,7 +79,10 @@ describe('embedded engine: what waits for the disk', () => {
       member.sendRaw(JSON.stringify({ op: 'ack', id: 'held-ack', topic, group: 'g', offset: job!.offset }));
       await gate.waitHeld();
       await member.ok({ op: 'ping' });
-      expect(member.frames.filter((f) => f.id === 'held-ack'), 'an ack reply before the disk confirmed').toEqual([]);
+      expect(
+        member.frames.filter((f) => f.id === 'held-ack'),
+        'an ack reply before the disk confirmed',
+      ).toEqual([]);
     } finally {
       gate.open();
     }
@@ -89,9 +95,7 @@ describe('embedded engine: what waits for the disk', () => {
     await publishers[0]!.ok({ op: 'publish', topic, data: 'create' });
     const before = gate.flushes;
     const PER_CONNECTION = 50;
-    const replies = await Promise.all(
-      publishers.flatMap((p, i) => range(1, PER_CONNECTION).map((n) => p.ok({ op: 'publish', topic, data: { i, n } }))),
-    );
+    const replies = await Promise.all(publishers.flatMap((p, i) => range(1, PER_CONNECTION).map((n) => p.ok({ op: 'publish', topic, data: { i, n } }))));
     const flushes = gate.flushes - before;
     expect(replies.map((r) => r.offset as number).sort((a, b) => a - b)).toEqual(range(2, 1 + 4 * PER_CONNECTION));
     expect(flushes).toBeGreaterThan(0);

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { mintToken } from '@meshmq/server';
 import { io, type Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { mintToken } from '@meshmq/server';
 import { MiB, residentMemory } from '../fuzz/proc-stats.js';
 import { NodeProcess } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -98,7 +98,11 @@ describe('inputs the fuzzer found', () => {
     const root = openLmdb({ path: node.dataDir, compression: false, readOnly: true });
     try {
       const dedupe = root.openDB({ name: 'dedupe' });
-      await eventually(() => [...dedupe.getKeys({ start: ['dedupe', ''], end: ['dedupe\u0001', ''] })].length === 0, 10_000, 'every dedupe key of the topic to expire');
+      await eventually(
+        () => [...dedupe.getKeys({ start: ['dedupe', ''], end: ['dedupe\u0001', ''] })].length === 0,
+        10_000,
+        'every dedupe key of the topic to expire',
+      );
     } finally {
       await root.close();
     }

@@ -1,15 +1,15 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mintToken, type MintOptions } from '@meshmq/server';
+import { type MintOptions, mintToken } from '@meshmq/server';
 import { LIMITS } from '@meshmq/shared';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { groupState, pendingEntries } from '../helpers/admin.js';
 import { ENGINES, EngineNode } from '../helpers/engine-node.js';
 import { NodeProcess, tempDir } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { RedisProcess } from '../helpers/redis-process.js';
 import { redisCli } from '../helpers/redis-topologies.js';
-import { SioClient, type ProtocolClient } from '../helpers/sio-client.js';
+import { type ProtocolClient, SioClient } from '../helpers/sio-client.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { eventually, range, uniqueTopic } from '../helpers/util.js';
 
@@ -215,10 +215,14 @@ describe('a node whose Redis connection drops with a publish in flight', () => {
       }
       const reply = await client.waitFor((f) => f.id === 'in-flight');
       expect(reply).toMatchObject({ op: 'error', code: 'maybe_stored' });
-      const again = await eventually(async () => {
-        const answer = await client.request({ op: 'publish', topic, data: 'during', key: 'k-dropped' });
-        return answer.op === 'ok' && answer;
-      }, 15_000, 'the node to reach Redis again');
+      const again = await eventually(
+        async () => {
+          const answer = await client.request({ op: 'publish', topic, data: 'during', key: 'k-dropped' });
+          return answer.op === 'ok' && answer;
+        },
+        15_000,
+        'the node to reach Redis again',
+      );
       expect(again).toMatchObject({ offset: 2, duplicate: true });
       const history = await client.ok({ op: 'history', topic });
       expect((history.messages as Array<{ data: unknown }>).map((m) => m.data)).toEqual(['before', 'during']);
@@ -259,7 +263,9 @@ describe('authorisation over Socket.IO', () => {
       }
       // Nothing changed: no topic 'billing', no group on 'orders.eu', and the app received nothing of 'secret'.
       expect(await admin.ok({ op: 'history', topic: 'billing' })).toMatchObject({ epoch: '', last: 0 });
-      const view = (await (await fetch(`${node.url}/api/topics/orders.eu`, { headers: { authorization: `Bearer ${await token('ops', { admin: true })}` } })).json()) as {
+      const view = (await (
+        await fetch(`${node.url}/api/topics/orders.eu`, { headers: { authorization: `Bearer ${await token('ops', { admin: true })}` } })
+      ).json()) as {
         groups: unknown[];
       };
       expect(view.groups).toEqual([]);

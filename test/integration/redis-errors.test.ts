@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeProcess } from '../helpers/node-process.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { type Frame, RawClient } from '../helpers/raw-client.js';
 import { RedisProcess } from '../helpers/redis-process.js';
 import { eventually, uniqueTopic } from '../helpers/util.js';
 
@@ -34,7 +34,7 @@ describe('a node over Redis, when Redis fails', () => {
     const topic = uniqueTopic('paused');
     await client.ok({ op: 'publish', topic, data: 'before' });
     redis.pause();
-    let reply;
+    let reply: Frame;
     try {
       // The node's command deadline (5 s) passes with the publish script written to Redis but not run.
       reply = await client.request({ op: 'publish', topic, data: 'during', key: 'k-paused' });
@@ -54,7 +54,7 @@ describe('a node over Redis, when Redis fails', () => {
     const topic = uniqueTopic('oom');
     await client.ok({ op: 'publish', topic, data: 'before' });
     await redisCli(redis, 'CONFIG', 'SET', 'maxmemory', '1');
-    let reply;
+    let reply: Frame;
     try {
       reply = await client.request({ op: 'publish', topic, data: 'refused' });
     } finally {
@@ -73,7 +73,7 @@ describe('a node over Redis, when Redis fails', () => {
     expect(await redisCli(redis, 'EXISTS', meta)).toBe('1');
     await redisCli(redis, 'RENAME', meta, `${meta}:saved`);
     await redisCli(redis, 'SET', meta, 'not a hash');
-    let reply;
+    let reply: Frame;
     try {
       reply = await client.request({ op: 'publish', topic, data: 'broken' });
     } finally {

@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { type MintOptions, mintToken } from '@meshmq/server';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mintToken, type MintOptions } from '@meshmq/server';
 import { freePort, NodeProcess } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { SioClient } from '../helpers/sio-client.js';
@@ -174,7 +174,9 @@ describe('a node with authentication', () => {
     it('closes a connection whose token expires without a refresh, with 4001', async () => {
       // The node allows 5 s of clock skew past exp.
       const client = await RawClient.connect(ws(await token('brief', { subscribe: ['x'] }, { ttlMs: 1000 })));
-      const closed = new Promise<{ code: number; reason: string }>((resolve) => client.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+      const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+        client.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+      );
       const { code, reason } = await closed;
       expect(code).toBe(4001);
       expect(reason).toBe('token expired');
@@ -302,7 +304,6 @@ describe('a node with authentication', () => {
       expect((await stored(topic)).length).toBe(accepted);
       await client.close();
     });
-
   });
 
   describe('groups', () => {

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { NodeProcess } from '../helpers/node-process.js';
-import { RawClient, type Frame } from '../helpers/raw-client.js';
+import { type Frame, RawClient } from '../helpers/raw-client.js';
 import { SentinelSetup } from '../helpers/redis-topologies.js';
 import { eventually, sleep } from '../helpers/util.js';
 
@@ -119,7 +119,7 @@ async function runFailover(replicas: number, first: FirstWriter): Promise<Failov
     let n = 0;
     let stop = false;
     /** Resumes the busy node once the quiet node was acknowledged after the kill (when it is held). */
-    let releaseBusy = () => undefined as void;
+    let releaseBusy: () => void = () => {};
     /** Keeps the quiet node from publishing while the replication link is stalled: what it saw, the new primary has. */
     let quietHeld = false;
     let quietPublishing = false;
@@ -154,7 +154,8 @@ async function runFailover(replicas: number, first: FirstWriter): Promise<Failov
     };
     const busyClients = await Promise.all(Array.from({ length: BUSY_PUBLISHERS }, () => connect(busyNode)));
     const publishers = [...busyClients.map(busy), quiet(await connect(quietNode))];
-    const ackedSince = (t: number, node?: NodeName) => replies.filter((r) => r.frame.op === 'ok' && r.sentAt > t && (node === undefined || r.node === node)).length;
+    const ackedSince = (t: number, node?: NodeName) =>
+      replies.filter((r) => r.frame.op === 'ok' && r.sentAt > t && (node === undefined || r.node === node)).length;
 
     await eventually(() => ackedSince(0, 'busy') >= 300 && ackedSince(0, 'quiet') >= 1, 20_000, 'publishes before the failover');
     const oldPrimary = setup.originalPrimaryPort;
@@ -176,7 +177,11 @@ async function runFailover(replicas: number, first: FirstWriter): Promise<Failov
       await eventually(() => ackedSince(switchedAt, 'busy') >= 200 && ackedSince(killAt, 'quiet') >= 2, 30_000, 'publishes acknowledged after the failover');
     } else {
       // One replica is left: waiting for two cannot succeed, so every publish is refused (the availability cost).
-      await eventually(() => replies.filter((r) => r.sentAt > switchedAt && r.frame.op === 'error').length >= 20, 30_000, 'publishes refused after the failover');
+      await eventually(
+        () => replies.filter((r) => r.sentAt > switchedAt && r.frame.op === 'error').length >= 20,
+        30_000,
+        'publishes refused after the failover',
+      );
     }
     // Observe for as long as a false takeover would take to show: down-after plus a few heartbeats after the switch.
     await sleep(Math.max(0, switchedAt + downAfterMs + 3 * HEARTBEAT_MS - Date.now()));
@@ -208,7 +213,9 @@ async function runFailover(replicas: number, first: FirstWriter): Promise<Failov
     }
 
     const observations: Observation[] = [
-      ...replies.filter((r) => r.frame.op === 'ok').map((r) => ({ epoch: r.frame.epoch as string, offset: r.frame.offset as number, i: r.i, by: `${r.node} ack` })),
+      ...replies
+        .filter((r) => r.frame.op === 'ok')
+        .map((r) => ({ epoch: r.frame.epoch as string, offset: r.frame.offset as number, i: r.i, by: `${r.node} ack` })),
       ...subscribers.flatMap((s, k) =>
         s.messages(TOPIC).map((m) => ({ epoch: m.epoch as string, offset: m.offset as number, i: (m.data as { i: number }).i, by: `subscriber ${k}` })),
       ),
@@ -260,7 +267,11 @@ async function runFailover(replicas: number, first: FirstWriter): Promise<Failov
     if (process.env.FAILOVER_LOGS) {
       // Keep both nodes' logs, with the kill time, for a look after the run.
       const { writeFileSync } = await import('node:fs');
-      for (const [name, node] of [['busy', busyNode], ['quiet', quietNode]] as const) writeFileSync(`${process.env.FAILOVER_LOGS}-${name}.log`, `kill ${killAt}\n${node.logs}`);
+      for (const [name, node] of [
+        ['busy', busyNode],
+        ['quiet', quietNode],
+      ] as const)
+        writeFileSync(`${process.env.FAILOVER_LOGS}-${name}.log`, `kill ${killAt}\n${node.logs}`);
     }
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
     await busyNode.dispose();
@@ -338,18 +349,34 @@ function describeRun(run: FailoverRun): string {
  */
 function expectHonestFailover(run: FailoverRun): void {
   expect(run.noReply, 'publishes that got no reply').toEqual([]);
-  expect(refusals(run).filter((r) => r.frame.code !== REFUSED && r.frame.code !== UNCERTAIN).map((r) => r.frame), `refusals with a code other than '${REFUSED}' or '${UNCERTAIN}'`).toEqual([]);
+  expect(
+    refusals(run)
+      .filter((r) => r.frame.code !== REFUSED && r.frame.code !== UNCERTAIN)
+      .map((r) => r.frame),
+    `refusals with a code other than '${REFUSED}' or '${UNCERTAIN}'`,
+  ).toEqual([]);
   const storedPayloads = new Set(run.stored.values());
-  expect(refusals(run).filter((r) => r.frame.code === REFUSED && storedPayloads.has(r.i)).map((r) => r.frame), `'${REFUSED}' publishes that were stored`).toEqual([]);
+  expect(
+    refusals(run)
+      .filter((r) => r.frame.code === REFUSED && storedPayloads.has(r.i))
+      .map((r) => r.frame),
+    `'${REFUSED}' publishes that were stored`,
+  ).toEqual([]);
   // The log itself stays gap-free through the failover.
   expect([...run.stored.keys()]).toEqual(Array.from({ length: run.stored.size }, (_, k) => k + 1));
   // No (epoch, offset) that anyone acknowledged or delivered names another message in the log.
   expect(silentReplacements(run).slice(0, 10), 'acknowledged or delivered messages replaced without a new epoch').toEqual([]);
   // Nothing seen in the current epoch lies beyond the log's end (a later publish would take such an offset silently).
-  expect(run.observations.filter((o) => o.epoch === run.finalEpoch && o.offset > run.stored.size).slice(0, 10), 'seen past the end of the current epoch').toEqual([]);
+  expect(
+    run.observations.filter((o) => o.epoch === run.finalEpoch && o.offset > run.stored.size).slice(0, 10),
+    'seen past the end of the current epoch',
+  ).toEqual([]);
   // While there was no primary, publishes were refused, not held until the failover completed.
   const withoutPrimary = answeredWithoutPrimary(run);
-  expect(withoutPrimary.filter((r) => r.frame.op === 'error' && r.frame.code === REFUSED).length, `publishes answered '${REFUSED}' while there was no primary`).toBeGreaterThan(0);
+  expect(
+    withoutPrimary.filter((r) => r.frame.op === 'error' && r.frame.code === REFUSED).length,
+    `publishes answered '${REFUSED}' while there was no primary`,
+  ).toBeGreaterThan(0);
   // A resume from where the first subscriber was in the first epoch tells the same story as its reset, or recovers when it got none.
   const reset = run.subscribers[0]!.find((f) => f.op === 'reset');
   expect(run.resume).toMatchObject(reset === undefined ? { recovered: true } : { recovered: false, from: reset.from, missing: reset.missing });
@@ -367,15 +394,27 @@ describe('Sentinel failover with a busy and a quiet node', () => {
     for (const [level, runs] of summaries) {
       const sum = (f: (r: FailoverRun) => number) => runs.reduce((n, r) => n + f(r), 0);
       const detect = runs.map((r) => {
-        const first = answeredWithoutPrimary(r).filter((x) => x.frame.code === REFUSED).sort((a, b) => a.answeredAt - b.answeredAt)[0];
+        const first = answeredWithoutPrimary(r)
+          .filter((x) => x.frame.code === REFUSED)
+          .sort((a, b) => a.answeredAt - b.answeredAt)[0];
         return first ? first.answeredAt - r.killAt : NaN;
       });
-      const slowest = Math.max(0, ...runs.flatMap((r) => answeredWithoutPrimary(r).filter((x) => x.frame.code === REFUSED).map((x) => x.answeredAt - x.sentAt)));
+      const slowest = Math.max(
+        0,
+        ...runs.flatMap((r) =>
+          answeredWithoutPrimary(r)
+            .filter((x) => x.frame.code === REFUSED)
+            .map((x) => x.answeredAt - x.sentAt),
+        ),
+      );
       console.log(
         `sentinel failover summary: level=${level} runs=${runs.length} first-writer quiet=${runs.filter((r) => firstWriterAfterKill(r) === 'quiet').length} ` +
           `busy=${runs.filter((r) => firstWriterAfterKill(r) === 'busy').length} acked=${sum((r) => acked(r).length)} lost=${sum((r) => acked(r).filter(isLost(r)).length)} ` +
           `runs-with-loss=${runs.filter((r) => acked(r).some(isLost(r))).length} silent=${sum((r) => silentReplacements(r).length)} reassigned=${sum(reassignedOffsets)} ` +
-          `false-downs=${sum((r) => r.falseDowns.length)} noticed-ms=[${runs.flatMap((r) => [r.noticedMs.busy, r.noticedMs.quiet]).filter((ms) => !Number.isNaN(ms)).join(',')}] ` +
+          `false-downs=${sum((r) => r.falseDowns.length)} noticed-ms=[${runs
+            .flatMap((r) => [r.noticedMs.busy, r.noticedMs.quiet])
+            .filter((ms) => !Number.isNaN(ms))
+            .join(',')}] ` +
           `first-unavailable-ms=[${detect.join(',')}] slowest-refusal-ms=${slowest} ` +
           `switch-ms=[${runs.map((r) => r.switchedAt - r.killAt).join(',')}]`,
       );
@@ -390,7 +429,13 @@ describe('Sentinel failover with a busy and a quiet node', () => {
         const run = await runFailover(0, first);
         record(run);
         // What was acknowledged after the failover is kept.
-        expect(acked(run).filter((r) => r.sentAt > run.switchedAt).filter(isLost(run)).map((r) => r.frame), 'acknowledged after the failover, then lost').toEqual([]);
+        expect(
+          acked(run)
+            .filter((r) => r.sentAt > run.switchedAt)
+            .filter(isLost(run))
+            .map((r) => r.frame),
+          'acknowledged after the failover, then lost',
+        ).toEqual([]);
         // The scenario must bite: acknowledged on the primary alone, then gone with it.
         expect(acked(run).filter(isLost(run)).length, 'acknowledged publishes lost').toBeGreaterThan(0);
         // The loss is not silent: a new epoch, a reset for every live subscriber, and a resume that says what is gone.
@@ -415,7 +460,11 @@ describe('Sentinel failover with a busy and a quiet node', () => {
     it(`WAIT 2 of 2 replicas: loses no acknowledged publish, and refuses what it cannot replicate${tag}`, async () => {
       const run = await runFailover(2, 'either');
       record(run);
-      expect(acked(run).filter(isLost(run)).map((r) => r.frame)).toEqual([]);
+      expect(
+        acked(run)
+          .filter(isLost(run))
+          .map((r) => r.frame),
+      ).toEqual([]);
       // With one replica left, nothing can be acknowledged: every publish after the failover was refused.
       expect(acked(run).filter((r) => r.sentAt > run.switchedAt).length, 'publishes acknowledged after the failover').toBe(0);
       expectHonestFailover(run);

@@ -1,10 +1,10 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import WebSocket from 'ws';
+import { type Gap, MeshClient, type WebSocketConstructor } from '@meshmq/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MeshClient, type Gap, type WebSocketConstructor } from '@meshmq/client';
+import WebSocket from 'ws';
 import { groupState, pendingEntries } from '../helpers/admin.js';
-import { ENGINES, EngineNode, type EngineName } from '../helpers/engine-node.js';
+import { ENGINES, type EngineName, EngineNode } from '../helpers/engine-node.js';
 import { tempDir } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { fillTopic, stallReader, stopReadingByReplay } from '../helpers/stop-reading.js';
@@ -103,10 +103,14 @@ describe.each(ENGINES)('clients that do not read, on the %s engine', (engine) =>
 
     const readAgain = await stopReadingByReplay(member, filler, fillerLast);
     // The lease ended, and the member, whose connection is full, was not given the message again.
-    const [due] = await eventually(async () => {
-      const entries = await pendingEntries(server.node.url, topic, 'g');
-      return entries[0]?.state === 'due' && entries;
-    }, 10_000, 'the lease to end');
+    const [due] = await eventually(
+      async () => {
+        const entries = await pendingEntries(server.node.url, topic, 'g');
+        return entries[0]?.state === 'due' && entries;
+      },
+      10_000,
+      'the lease to end',
+    );
     expect(due, JSON.stringify(due)).toMatchObject({ offset: 1, delivery: 1 });
     member.sendRaw(JSON.stringify({ op: 'ack', id: 'late', topic, group: 'g', offset: 1, epoch: job!.epoch }));
     await readAgain();

@@ -7,19 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { authOptionsOf, loadConfig, Permissions, TokenVerifier, TopicPattern, type AuthOptions } from '@meshmq/server';
+import { type AuthOptions, authOptionsOf, loadConfig, Permissions, TokenVerifier, TopicPattern } from '@meshmq/server';
 import { MeshError } from '@meshmq/shared';
-import {
-  exportJWK,
-  exportSPKI,
-  generateKeyPair,
-  importPKCS8,
-  SignJWT,
-  type CryptoKey,
-  type JWK,
-  type JWTHeaderParameters,
-  type JWTPayload,
-} from 'jose';
+import { type CryptoKey, exportJWK, exportSPKI, generateKeyPair, importPKCS8, type JWK, type JWTHeaderParameters, type JWTPayload, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/util.js';
 
@@ -267,15 +257,23 @@ describe('token verification with a shared secret', () => {
     ['an empty token', async () => '', 'malformed token'],
     ['bad base64 header', async () => `!!.${b64url(good)}.sig`, 'malformed token'],
     ['an oversize token', async () => `${'a'.repeat(8193)}`, 'malformed token: longer than 8192 characters'],
-    ['a signed payload that is not a JSON object', async () => {
-      const signingInput = `${b64url({ alg: 'HS256' })}.${Buffer.from('[1]').toString('base64url')}`;
-      return `${signingInput}.${createHmac('sha256', secretKey()).update(signingInput).digest('base64url')}`;
-    }, 'malformed token'],
+    [
+      'a signed payload that is not a JSON object',
+      async () => {
+        const signingInput = `${b64url({ alg: 'HS256' })}.${Buffer.from('[1]').toString('base64url')}`;
+        return `${signingInput}.${createHmac('sha256', secretKey()).update(signingInput).digest('base64url')}`;
+      },
+      'malformed token',
+    ],
     ['another secret', () => sign(good, secretKey(randomBytes(48).toString('base64'))), 'token signature is invalid'],
-    ['a tampered payload', async () => {
-      const [h, , s] = (await sign({ ...good, mq: { admin: false } }, secretKey())).split('.');
-      return `${h}.${b64url({ ...good, mq: { admin: true } })}.${s}`;
-    }, 'token signature is invalid'],
+    [
+      'a tampered payload',
+      async () => {
+        const [h, , s] = (await sign({ ...good, mq: { admin: false } }, secretKey())).split('.');
+        return `${h}.${b64url({ ...good, mq: { admin: true } })}.${s}`;
+      },
+      'token signature is invalid',
+    ],
     ['an expired token', () => sign({ ...good, exp: expiredAt }, secretKey()), `token expired at ${new Date(expiredAt * 1000).toISOString()}`],
     ['nbf in the future', () => sign({ ...good, nbf: 4_000_000_000 }, secretKey()), `token is not valid before ${new Date(4_000_000_000_000).toISOString()}`],
     ['a non-numeric exp', () => sign({ ...good, exp: 'soon' as unknown as number }, secretKey()), "malformed token: 'exp' must be a number"],
@@ -342,7 +340,27 @@ describe('token verification with a public key file', () => {
   it.skipIf(!hasOpenssl())('verifies tokens against a certificate', async () => {
     const key = join(dir, 'cert-key.pem');
     const cert = join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=meshmq-test'], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=meshmq-test',
+      ],
+      { stdio: 'ignore' },
+    );
     const privateKey = await importPKCS8(readFileSync(key, 'utf8'), 'ES256');
     const identity = await verifier({ publicKeyFile: cert }).verify(await sign({ sub: 'issuer-signed' }, privateKey, { alg: 'ES256' }));
     expect(identity.sub).toBe('issuer-signed');
@@ -402,7 +420,7 @@ describe('token verification with a JWKS endpoint', () => {
   }
 
   beforeAll(async () => {
-    server = createServer((req, res) => {
+    server = createServer((_req, res) => {
       fetches++;
       res.writeHead(served.status, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ keys: served.keys }));
@@ -475,7 +493,11 @@ describe('token verification with a JWKS endpoint', () => {
     served = { status: 200, keys: [] };
     let n = 0;
     // A new token each time: one that verified would itself be cached.
-    await eventually(async () => (await failure(v.verify(await a.token({ sub: `w${++n}` })))).message.startsWith('no signing key matches'), 10_000, 'the removed key to be seen');
+    await eventually(
+      async () => (await failure(v.verify(await a.token({ sub: `w${++n}` })))).message.startsWith('no signing key matches'),
+      10_000,
+      'the removed key to be seen',
+    );
     expect((await v.verify(token)).sub).toBe('u');
   });
 
@@ -561,14 +583,34 @@ describe('meshmq token', () => {
 
   it('prints one token the node accepts, with the permissions asked for', async () => {
     const { stdout, stderr } = await cli(
-      ['--', 'token', '--sub', 'alice', '--publish', 'orders.*', '--publish', 'audit,billing.>', '--subscribe', 'orders.>', '--consume', 'orders.*', '--ttl', '2h'],
+      [
+        '--',
+        'token',
+        '--sub',
+        'alice',
+        '--publish',
+        'orders.*',
+        '--publish',
+        'audit,billing.>',
+        '--subscribe',
+        'orders.>',
+        '--consume',
+        'orders.*',
+        '--ttl',
+        '2h',
+      ],
       { AUTH_SECRET: SECRET },
     );
     expect(stderr).toBe('');
     expect(stdout).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+\n$/);
     const identity = await verifier({ secret: SECRET }).verify(stdout.trim());
     expect(identity.sub).toBe('alice');
-    expect(identity.permissions.toJSON()).toEqual({ publish: ['orders.*', 'audit', 'billing.>'], subscribe: ['orders.>'], consume: ['orders.*'], admin: false });
+    expect(identity.permissions.toJSON()).toEqual({
+      publish: ['orders.*', 'audit', 'billing.>'],
+      subscribe: ['orders.>'],
+      consume: ['orders.*'],
+      admin: false,
+    });
     const lifetime = identity.expiresAt! - Date.now();
     expect(lifetime).toBeGreaterThan(2 * 3600_000 - 60_000);
     expect(lifetime).toBeLessThanOrEqual(2 * 3600_000 + 1000);

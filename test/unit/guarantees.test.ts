@@ -33,7 +33,10 @@ function matrixRows(markdown: string): MatrixRow[] {
   for (let i = start + 1; i < lines.length && !lines[i]!.startsWith('## '); i++) {
     const line = lines[i]!.trim();
     if (!line.startsWith('|')) continue;
-    const cells = line.slice(1, line.endsWith('|') ? -1 : undefined).split('|').map((c) => c.trim());
+    const cells = line
+      .slice(1, line.endsWith('|') ? -1 : undefined)
+      .split('|')
+      .map((c) => c.trim());
     if (cells.every((c) => /^:?-+:?$/.test(c)) || cells[0] === 'promise') continue;
     const tests = [...cells.at(-1)!.matchAll(/`(test\/[^`]+)`/g)].map((m) => m[1]!);
     rows.push({ line: i + 1, promise: cells[0]!, tests });
@@ -65,7 +68,14 @@ function patternMatcher(parts: string[]): TitleMatcher {
 
 /** A title of `.each`: printf placeholders (%s, %d, …) and $name stand for any text. */
 function eachTitleMatcher(title: string): TitleMatcher {
-  return patternMatcher(title.replace(/%%/g, '\u0000').split(/%[sdifjoO#]|\$[\w.]+/).map((p) => p.replace(/\u0000/g, '%')));
+  return patternMatcher(
+    title
+      // NUL stands for an escaped %% while splitting.
+      .replace(/%%/g, '\u0000')
+      .split(/%[sdifjoO#]|\$[\w.]+/)
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: and back
+      .map((p) => p.replace(/\u0000/g, '%')),
+  );
 }
 
 function titleMatcher(node: ts.Expression | undefined, each: boolean): TitleMatcher | undefined {
@@ -161,7 +171,12 @@ describe('the guarantee matrix in docs/guarantees.md', () => {
   });
 
   it('names only tests that exist', () => {
-    const problems = rows.flatMap((row) => row.tests.map((t) => problemWith(t)).filter(Boolean).map((p) => `line ${row.line}: ${p}`));
+    const problems = rows.flatMap((row) =>
+      row.tests
+        .map((t) => problemWith(t))
+        .filter(Boolean)
+        .map((p) => `line ${row.line}: ${p}`),
+    );
     expect(problems, 'test references that name no test').toEqual([]);
   });
 

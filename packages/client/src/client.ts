@@ -1,12 +1,12 @@
 import {
-  MeshError,
-  groupKey,
-  isErrorCode,
   type AuthInfo,
   type ErrorCode,
   type ErrorFrame,
+  groupKey,
   type HelloResult,
   type HistoryRequest,
+  isErrorCode,
+  MeshError,
   type MessageFrame,
   type PublishResult,
   type RequestBody,
@@ -17,12 +17,12 @@ import {
 import { defaultOpener } from '#websocket';
 import { CLOSE_TOKEN_EXPIRED, Connector } from './connector.js';
 import { Emitter } from './emitter.js';
-import { GroupMember, type ConsumeOptions, type GroupConsumer, type GroupHandler } from './group-consumer.js';
+import { type ConsumeOptions, type GroupConsumer, type GroupHandler, GroupMember } from './group-consumer.js';
 import { randomKey } from './ids.js';
 import type { Link } from './link.js';
-import { resolveOptions, type MeshClientOptions, type ResolvedOptions } from './options.js';
+import { type MeshClientOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { Outbox, type Transmitted } from './outbox.js';
-import { RequestTracker, type DropPolicy } from './request-tracker.js';
+import { type DropPolicy, RequestTracker } from './request-tracker.js';
 import type { Resumable, ResumableHost } from './resumable.js';
 import { FanoutSubscription, type MessageHandler, type SubscribeOptions, type Subscription } from './subscription.js';
 import { Credentials } from './token.js';
@@ -299,9 +299,7 @@ export class MeshClient extends Emitter<ClientEvents> {
     this.connector.start();
     const link = this.connector.readyLink;
     if (!link && this.tracker.queued >= this.options.offlineQueueLimit) {
-      return Promise.reject(
-        new MeshError('unavailable', `not connected, and ${this.tracker.queued} requests are already waiting for a connection`),
-      );
+      return Promise.reject(new MeshError('unavailable', `not connected, and ${this.tracker.queued} requests are already waiting for a connection`));
     }
     const { id, reply } = this.tracker.create<Op>(frame, policy, this.options.requestTimeoutMs);
     if (link) this.send(link, id);

@@ -1,11 +1,11 @@
-import { CLOSE_CODES, MeshError, type HelloResult, type ServerFrame } from '@meshmq/shared';
+import { CLOSE_CODES, type HelloResult, MeshError, type ServerFrame } from '@meshmq/shared';
 import { Backoff } from './backoff.js';
-import { Link, type CloseInfo } from './link.js';
+import { type CloseInfo, Link } from './link.js';
+import type { ResolvedOptions } from './options.js';
 import { unref } from './timers.js';
 import type { Credentials } from './token.js';
 import type { ConnectionState } from './types.js';
 import { UrlList } from './urls.js';
-import type { ResolvedOptions } from './options.js';
 import type { SocketOpener } from './websocket.js';
 
 /** A connection that stayed up this long resets the backoff. */

@@ -1,4 +1,4 @@
-import { DEFAULTS, MeshError, groupKey, type MessageFrame, type RequestBody } from '@meshmq/shared';
+import { DEFAULTS, groupKey, MeshError, type MessageFrame, type RequestBody } from '@meshmq/shared';
 import type { Link } from './link.js';
 import { Resumable, type ResumableHost } from './resumable.js';
 import { unref } from './timers.js';

@@ -1,6 +1,6 @@
-import { MeshError, type AuthInfo, type HelloResult, type ServerFrame } from '@meshmq/shared';
+import { type AuthInfo, type HelloResult, MeshError, type ServerFrame } from '@meshmq/shared';
 import { unref } from './timers.js';
-import { WS_OPEN, type SocketOpener, type WebSocketLike } from './websocket.js';
+import { type SocketOpener, type WebSocketLike, WS_OPEN } from './websocket.js';
 
 /** How long a polite close may wait for the server before the socket is dropped. */
 const FORCE_CLOSE_MS = 1000;

@@ -1,8 +1,8 @@
 import {
-  MeshError,
-  isErrorCode,
   type ErrorCode,
   type ErrorFrame,
+  isErrorCode,
+  MeshError,
   type OkFrame,
   type Request,
   type RequestBody,
@@ -115,12 +115,7 @@ export class RequestTracker {
    * node's last refusal (`unavailable`, `rate_limited`), else with
    * `unavailable`.
    */
-  create<Op extends RequestOp>(
-    frame: RequestBody<Op>,
-    policy: DropPolicy,
-    timeoutMs: number,
-    bound = false,
-  ): { id: number; reply: Promise<ResultOf<Op>> } {
+  create<Op extends RequestOp>(frame: RequestBody<Op>, policy: DropPolicy, timeoutMs: number, bound = false): { id: number; reply: Promise<ResultOf<Op>> } {
     const id = this.nextId++;
     const reply = new Promise<ResultOf<Op>>((resolve, reject) => {
       const timer = setTimeout(() => this.expire(id, timeoutMs), timeoutMs);
@@ -191,7 +186,7 @@ export class RequestTracker {
   retry(frame: ErrorFrame, from: Link): Retry | undefined {
     if (typeof frame.id !== 'number') return undefined;
     const p = this.pending.get(frame.id);
-    if (!p || p.stage !== 'sent' || p.link !== from) return undefined;
+    if (p?.stage !== 'sent' || p.link !== from) return undefined;
     const { op } = p.frame;
     const error = errorOf(frame);
     let delayMs: number;
@@ -217,7 +212,7 @@ export class RequestTracker {
     if (typeof frame.id !== 'number') return false;
     const p = this.pending.get(frame.id);
     // A reply can only answer a request sent on the same connection.
-    if (!p || p.stage !== 'sent' || p.link !== from) return false;
+    if (p?.stage !== 'sent' || p.link !== from) return false;
     this.pending.delete(p.id);
     clearTimeout(p.timer);
     if (frame.op === 'ok') {

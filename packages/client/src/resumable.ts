@@ -1,4 +1,4 @@
-import { MeshError, type ErrorCode, type RequestBody, type RequestOp, type ResultOf, type SubscribeResult } from '@meshmq/shared';
+import { type ErrorCode, MeshError, type RequestBody, type RequestOp, type ResultOf, type SubscribeResult } from '@meshmq/shared';
 import type { Link } from './link.js';
 import type { Gap } from './types.js';
 
@@ -47,10 +47,7 @@ export abstract class Resumable {
     });
     // Whoever waits for confirmation sees the rejection; it must not count as unhandled otherwise.
     this.ready.catch(() => undefined);
-    this.readyTimer = setTimeout(
-      () => void this.end(new MeshError('unavailable', `${description} was not confirmed within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    this.readyTimer = setTimeout(() => void this.end(new MeshError('unavailable', `${description} was not confirmed within ${timeoutMs} ms`)), timeoutMs);
   }
 
   /** True until unsubscribed, stopped, failed or the client closed. */
@@ -60,12 +57,10 @@ export abstract class Resumable {
 
   /** Creates the server-side state on `link`; resolves with the gaps found on the way. */
   attach(link: Link): Promise<Gap[]> {
-    return this.serially(async () => (this.ended || !link.isOpen || this.host.link !== link ? [] : this.open(link))).catch(
-      (err: unknown) => {
-        this.host.error(MeshError.from(err));
-        return [];
-      },
-    );
+    return this.serially(async () => (this.ended || !link.isOpen || this.host.link !== link ? [] : this.open(link))).catch((err: unknown) => {
+      this.host.error(MeshError.from(err));
+      return [];
+    });
   }
 
   /** Resolves once every subscribe and unsubscribe this object sent has been answered. */

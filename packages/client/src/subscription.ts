@@ -43,6 +43,7 @@ export interface Subscription {
   unsubscribe(): Promise<void>;
 }
 
+/** Default `maxBuffered`: messages received and not yet handled before the stream is paused. */
 export const DEFAULT_MAX_BUFFERED = 1000;
 
 /**

@@ -1,4 +1,4 @@
-import { MeshError, type AuthInfo, type AuthResult } from '@meshmq/shared';
+import { type AuthInfo, type AuthResult, MeshError } from '@meshmq/shared';
 import type { Link } from './link.js';
 import type { Credentials } from './token.js';
 
@@ -63,7 +63,10 @@ export class TokenRefresh {
       const token = (await this.credentials.get())!;
       auth = await this.host.request(this.link, { op: 'auth', token });
       if (auth.expiresAt !== null && auth.expiresAt <= expiresAt) {
-        throw new MeshError('unauthorized', `the token function returned a token that expires no later than the current one (${new Date(auth.expiresAt).toISOString()})`);
+        throw new MeshError(
+          'unauthorized',
+          `the token function returned a token that expires no later than the current one (${new Date(auth.expiresAt).toISOString()})`,
+        );
       }
       this.link.token = token;
     } catch (err) {
@@ -73,7 +76,9 @@ export class TokenRefresh {
       const then = last
         ? `; the node closes the connection when the token expires at ${new Date(expiresAt).toISOString()}, and the client reconnects with a new one`
         : '; trying again';
-      this.host.error(new MeshError(error.code, `refreshing the token failed (attempt ${attempt + 1} of ${REFRESH_ATTEMPTS}): ${error.message}${then}`, { cause: error }));
+      this.host.error(
+        new MeshError(error.code, `refreshing the token failed (attempt ${attempt + 1} of ${REFRESH_ATTEMPTS}): ${error.message}${then}`, { cause: error }),
+      );
       if (!last) this.schedule(expiresAt, margin, attempt + 1);
       return;
     }

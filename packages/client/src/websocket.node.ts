@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
+import { type ErrorCode, isErrorCode, MeshError } from '@meshmq/shared';
 import WebSocket from 'ws';
-import { MeshError, isErrorCode, type ErrorCode } from '@meshmq/shared';
 import type { SocketOpener, WebSocketLike } from './websocket.js';
 
 /** The most of a refusal's body read; a MeshMQ node's error body is far smaller. */

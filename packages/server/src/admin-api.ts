@@ -1,24 +1,23 @@
 import type { IncomingMessage } from 'node:http';
 import {
-  DEFAULTS,
-  LIMITS,
-  MeshError,
+  type AuthInfo,
   countOf,
+  DEFAULTS,
+  type DeadLettersPage,
+  type DeadLetterTopicSummary,
+  type DeadLetterTopicsResponse,
   deadLetterTopicOf,
+  type GroupConfigResponse,
+  type GroupView,
   groupKey,
   isDeadLetterTopic,
   isReadableTopicName,
   isValidGroupName,
   isValidTopicName,
-  sourceTopicOf,
-  type AuthInfo,
-  type DeadLetterTopicSummary,
-  type DeadLetterTopicsResponse,
-  type DeadLettersPage,
-  type GroupConfigResponse,
-  type GroupView,
-  type MessageView,
+  LIMITS,
+  MeshError,
   type MessagesPage,
+  type MessageView,
   type NodesResponse,
   type PendingPage,
   type PendingView,
@@ -27,6 +26,7 @@ import {
   type ReplayFailure,
   type ReplayOutcome,
   type ReplayResponse,
+  sourceTopicOf,
   type TopicActivity,
   type TopicDetail,
   type TopicSummary,
@@ -71,10 +71,14 @@ export function localActivity(broker: Broker, stats: NodeStats): TopicActivity {
   };
 }
 
+/** Messages of a page when the request names no `limit`. */
 const MESSAGES_DEFAULT_LIMIT = 50;
+/** Pending entries of a page when the request names no `limit`. */
 const PENDING_DEFAULT_LIMIT = 100;
 const MAX_LIMIT = DEFAULTS.historyMaxLimit;
+/** Largest request body (a write takes a few fields). */
 const MAX_BODY_BYTES = 64 * 1024;
+/** Dead letters read per step of a replay-all. */
 const REPLAY_PAGE = 500;
 /** Encoded message data one page of the admin API carries at most (always at least one message). */
 const PAGE_MAX_BYTES = 4 * 1024 * 1024;

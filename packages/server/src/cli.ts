@@ -20,7 +20,7 @@ async function main(): Promise<void> {
   // `pnpm start -- --port 9000` passes the `--` through.
   if (args[0] === '--') args.shift();
   if (args[0] === 'token') return token(args.slice(1));
-  let loaded;
+  let loaded: ReturnType<typeof loadConfig>;
   try {
     loaded = loadConfig(args, process.env);
   } catch (err) {

@@ -4,8 +4,8 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULTS, MeshError } from '@meshmq/shared';
 import type { AuthOptions } from './auth/token-verifier.js';
-import type { RetentionPolicy } from './engine/engine.js';
 import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
+import type { RetentionPolicy } from './engine/engine.js';
 import { DEFAULT_ADMISSION_LIMITS, normalizeOrigin } from './gate.js';
 
 /** Per-topic retention override; `match` is a topic name where `*` matches any run of characters. */
@@ -122,7 +122,8 @@ function parseOrigins(value: string): string[] | '*' {
     .filter((part) => part !== '')
     .map((part) => {
       const origin = normalizeOrigin(part);
-      if (origin === undefined || !/^https?:/.test(origin)) throw new MeshError('bad_request', `allowed-origins: '${part}' is not an origin such as https://app.example.com`);
+      if (origin === undefined || !/^https?:/.test(origin))
+        throw new MeshError('bad_request', `allowed-origins: '${part}' is not an origin such as https://app.example.com`);
       return origin;
     });
 }
@@ -141,7 +142,14 @@ function parseHostList(value: string): string[] {
 export type Transport = 'ws' | 'socket.io';
 
 function parseTransports(value: string): Transport[] {
-  const names = [...new Set(value.split(',').map((part) => part.trim()).filter((part) => part !== ''))];
+  const names = [
+    ...new Set(
+      value
+        .split(',')
+        .map((part) => part.trim())
+        .filter((part) => part !== ''),
+    ),
+  ];
   if (names.length === 0) throw new MeshError('bad_request', 'transports: name at least one of ws, socket.io');
   for (const name of names) {
     if (name !== 'ws' && name !== 'socket.io') throw new MeshError('bad_request', `transports: '${name}' is not ws or socket.io`);
@@ -203,39 +211,214 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'host', env: 'HOST', key: 'host', help: 'interface to bind (default 127.0.0.1)', parse: String },
   { flag: 'data-dir', env: 'DATA_DIR', key: 'dataDir', help: 'data directory of the embedded engine (default ./data)', parse: String },
   { flag: 'node-id', env: 'NODE_ID', key: 'nodeId', help: 'name of this node (default <hostname>:<port>)', parse: String },
-  { flag: 'public-url', env: 'PUBLIC_URL', key: 'publicUrl', help: 'URL clients use to reach this node (default http://<host>:<port>, the host name when binding 0.0.0.0)', parse: String },
-  { flag: 'max-message-bytes', env: 'MAX_MESSAGE_BYTES', key: 'maxMessageBytes', help: `largest JSON-encoded message data (default ${DEFAULTS.maxMessageBytes})`, parse: int('max-message-bytes') },
-  { flag: 'dedupe-window', env: 'DEDUPE_WINDOW', key: 'dedupeWindowMs', help: 'window for idempotent publish keys (default 2m)', parse: duration('dedupe-window') },
-  { flag: 'retention-messages', env: 'RETENTION_MESSAGES', key: 'retention', help: `messages kept per topic (default ${DEFAULTS.retentionMaxMessages})`, parse: int('retention-messages') },
-  { flag: 'retention-age', env: 'RETENTION_AGE', key: 'retention', help: 'age after which messages are removed (default 7d)', parse: duration('retention-age') },
-  { flag: 'retention-sweep', env: 'RETENTION_SWEEP', key: 'retentionSweepMs', help: 'how often age retention runs (default 10s)', parse: duration('retention-sweep') },
+  {
+    flag: 'public-url',
+    env: 'PUBLIC_URL',
+    key: 'publicUrl',
+    help: 'URL clients use to reach this node (default http://<host>:<port>, the host name when binding 0.0.0.0)',
+    parse: String,
+  },
+  {
+    flag: 'max-message-bytes',
+    env: 'MAX_MESSAGE_BYTES',
+    key: 'maxMessageBytes',
+    help: `largest JSON-encoded message data (default ${DEFAULTS.maxMessageBytes})`,
+    parse: int('max-message-bytes'),
+  },
+  {
+    flag: 'dedupe-window',
+    env: 'DEDUPE_WINDOW',
+    key: 'dedupeWindowMs',
+    help: 'window for idempotent publish keys (default 2m)',
+    parse: duration('dedupe-window'),
+  },
+  {
+    flag: 'retention-messages',
+    env: 'RETENTION_MESSAGES',
+    key: 'retention',
+    help: `messages kept per topic (default ${DEFAULTS.retentionMaxMessages})`,
+    parse: int('retention-messages'),
+  },
+  {
+    flag: 'retention-age',
+    env: 'RETENTION_AGE',
+    key: 'retention',
+    help: 'age after which messages are removed (default 7d)',
+    parse: duration('retention-age'),
+  },
+  {
+    flag: 'retention-sweep',
+    env: 'RETENTION_SWEEP',
+    key: 'retentionSweepMs',
+    help: 'how often age retention runs (default 10s)',
+    parse: duration('retention-sweep'),
+  },
   { flag: 'log-level', env: 'LOG_LEVEL', key: 'logLevel', help: 'fatal, error, warn, info, debug or trace (default info)', parse: String },
-  { flag: 'transports', env: 'TRANSPORTS', key: 'transports', help: 'client transports to serve: ws, socket.io or both, comma-separated (default ws,socket.io)', parse: parseTransports },
-  { flag: 'insecure', env: 'INSECURE', key: 'insecure', boolean: true, help: 'start without authentication although bound beyond loopback (anyone may do anything; logged at every start)', parse: parseBoolean('insecure') },
-  { flag: 'allowed-origins', env: 'ALLOWED_ORIGINS', key: 'allowedOrigins', help: "comma-separated origins whose pages may connect, besides the node's own; * for any (default none)", parse: parseOrigins },
-  { flag: 'allowed-hosts', env: 'ALLOWED_HOSTS', key: 'allowedHosts', help: "comma-separated host names requests may use besides localhost, addresses and the public URL's (default none)", parse: parseHostList },
-  { flag: 'max-connections', env: 'MAX_CONNECTIONS', key: 'maxConnections', help: `open connections the node accepts; more get 503 (default ${DEFAULT_ADMISSION_LIMITS.maxConnections})`, parse: positiveInt('max-connections') },
-  { flag: 'max-connections-per-address', env: 'MAX_CONNECTIONS_PER_ADDRESS', key: 'maxConnectionsPerAddress', help: `open connections from one client address (default ${DEFAULT_ADMISSION_LIMITS.maxConnectionsPerAddress})`, parse: positiveInt('max-connections-per-address') },
-  { flag: 'max-subscriptions', env: 'MAX_SUBSCRIPTIONS', key: 'maxSubscriptions', help: `subscriptions and group memberships per connection (default ${DEFAULT_CONNECTION_LIMITS.maxSubscriptions})`, parse: positiveInt('max-subscriptions') },
-  { flag: 'max-inflight', env: 'MAX_INFLIGHT', key: 'maxInflight', help: `unanswered requests per connection; more get rate_limited (default ${DEFAULT_CONNECTION_LIMITS.maxInflight})`, parse: positiveInt('max-inflight') },
-  { flag: 'max-publish-rate', env: 'MAX_PUBLISH_RATE', key: 'maxPublishRate', help: `publishes per second per connection, 0 for no limit (default ${DEFAULT_CONNECTION_LIMITS.publishRate})`, parse: int('max-publish-rate') },
-  { flag: 'max-topics', env: 'MAX_TOPICS', key: 'maxTopics', help: `topics the store may hold; publishes creating more are refused (default ${DEFAULT_MAX_TOPICS})`, parse: positiveInt('max-topics') },
-  { flag: 'keep-alive', env: 'KEEP_ALIVE', key: 'keepAliveMs', help: 'WebSocket ping interval; a connection missing a pong is dropped, 0 disables (default 30s)', parse: duration('keep-alive') },
-  { flag: 'frame-timeout', env: 'FRAME_TIMEOUT', key: 'frameTimeoutMs', help: 'longest time a started WebSocket frame may take to arrive (default 30s)', parse: duration('frame-timeout') },
-  { flag: 'headers-timeout', env: 'HEADERS_TIMEOUT', key: 'headersTimeoutMs', help: 'longest time a client may take to send HTTP request headers (default 10s)', parse: duration('headers-timeout') },
+  {
+    flag: 'transports',
+    env: 'TRANSPORTS',
+    key: 'transports',
+    help: 'client transports to serve: ws, socket.io or both, comma-separated (default ws,socket.io)',
+    parse: parseTransports,
+  },
+  {
+    flag: 'insecure',
+    env: 'INSECURE',
+    key: 'insecure',
+    boolean: true,
+    help: 'start without authentication although bound beyond loopback (anyone may do anything; logged at every start)',
+    parse: parseBoolean('insecure'),
+  },
+  {
+    flag: 'allowed-origins',
+    env: 'ALLOWED_ORIGINS',
+    key: 'allowedOrigins',
+    help: "comma-separated origins whose pages may connect, besides the node's own; * for any (default none)",
+    parse: parseOrigins,
+  },
+  {
+    flag: 'allowed-hosts',
+    env: 'ALLOWED_HOSTS',
+    key: 'allowedHosts',
+    help: "comma-separated host names requests may use besides localhost, addresses and the public URL's (default none)",
+    parse: parseHostList,
+  },
+  {
+    flag: 'max-connections',
+    env: 'MAX_CONNECTIONS',
+    key: 'maxConnections',
+    help: `open connections the node accepts; more get 503 (default ${DEFAULT_ADMISSION_LIMITS.maxConnections})`,
+    parse: positiveInt('max-connections'),
+  },
+  {
+    flag: 'max-connections-per-address',
+    env: 'MAX_CONNECTIONS_PER_ADDRESS',
+    key: 'maxConnectionsPerAddress',
+    help: `open connections from one client address (default ${DEFAULT_ADMISSION_LIMITS.maxConnectionsPerAddress})`,
+    parse: positiveInt('max-connections-per-address'),
+  },
+  {
+    flag: 'max-subscriptions',
+    env: 'MAX_SUBSCRIPTIONS',
+    key: 'maxSubscriptions',
+    help: `subscriptions and group memberships per connection (default ${DEFAULT_CONNECTION_LIMITS.maxSubscriptions})`,
+    parse: positiveInt('max-subscriptions'),
+  },
+  {
+    flag: 'max-inflight',
+    env: 'MAX_INFLIGHT',
+    key: 'maxInflight',
+    help: `unanswered requests per connection; more get rate_limited (default ${DEFAULT_CONNECTION_LIMITS.maxInflight})`,
+    parse: positiveInt('max-inflight'),
+  },
+  {
+    flag: 'max-publish-rate',
+    env: 'MAX_PUBLISH_RATE',
+    key: 'maxPublishRate',
+    help: `publishes per second per connection, 0 for no limit (default ${DEFAULT_CONNECTION_LIMITS.publishRate})`,
+    parse: int('max-publish-rate'),
+  },
+  {
+    flag: 'max-topics',
+    env: 'MAX_TOPICS',
+    key: 'maxTopics',
+    help: `topics the store may hold; publishes creating more are refused (default ${DEFAULT_MAX_TOPICS})`,
+    parse: positiveInt('max-topics'),
+  },
+  {
+    flag: 'keep-alive',
+    env: 'KEEP_ALIVE',
+    key: 'keepAliveMs',
+    help: 'WebSocket ping interval; a connection missing a pong is dropped, 0 disables (default 30s)',
+    parse: duration('keep-alive'),
+  },
+  {
+    flag: 'frame-timeout',
+    env: 'FRAME_TIMEOUT',
+    key: 'frameTimeoutMs',
+    help: 'longest time a started WebSocket frame may take to arrive (default 30s)',
+    parse: duration('frame-timeout'),
+  },
+  {
+    flag: 'headers-timeout',
+    env: 'HEADERS_TIMEOUT',
+    key: 'headersTimeoutMs',
+    help: 'longest time a client may take to send HTTP request headers (default 10s)',
+    parse: duration('headers-timeout'),
+  },
   { flag: 'console-dir', env: 'CONSOLE_DIR', key: 'consoleDir', help: 'built console to serve at / (default: the bundled one)', parse: String },
-  { flag: 'redis-url', env: 'REDIS_URL', key: 'redisUrl', help: 'run as a cluster node over Redis: redis://host:port, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (default: embedded engine)', parse: String },
-  { flag: 'redis-replicas', env: 'REDIS_REPLICAS', key: 'redisReplicas', help: 'replicas each publish waits for before it is acknowledged (Redis WAIT; default 0)', parse: int('redis-replicas') },
-  { flag: 'redis-replica-timeout', env: 'REDIS_REPLICA_TIMEOUT', key: 'redisReplicaTimeoutMs', help: 'how long a publish waits for those replicas (default 1s)', parse: duration('redis-replica-timeout') },
-  { flag: 'redis-command-timeout', env: 'REDIS_COMMAND_TIMEOUT', key: 'redisCommandTimeoutMs', help: 'longest wait for a Redis command before the node checks its connection and fails the request (default 1s)', parse: duration('redis-command-timeout') },
+  {
+    flag: 'redis-url',
+    env: 'REDIS_URL',
+    key: 'redisUrl',
+    help: 'run as a cluster node over Redis: redis://host:port, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (default: embedded engine)',
+    parse: String,
+  },
+  {
+    flag: 'redis-replicas',
+    env: 'REDIS_REPLICAS',
+    key: 'redisReplicas',
+    help: 'replicas each publish waits for before it is acknowledged (Redis WAIT; default 0)',
+    parse: int('redis-replicas'),
+  },
+  {
+    flag: 'redis-replica-timeout',
+    env: 'REDIS_REPLICA_TIMEOUT',
+    key: 'redisReplicaTimeoutMs',
+    help: 'how long a publish waits for those replicas (default 1s)',
+    parse: duration('redis-replica-timeout'),
+  },
+  {
+    flag: 'redis-command-timeout',
+    env: 'REDIS_COMMAND_TIMEOUT',
+    key: 'redisCommandTimeoutMs',
+    help: 'longest wait for a Redis command before the node checks its connection and fails the request (default 1s)',
+    parse: duration('redis-command-timeout'),
+  },
   { flag: 'redis-prefix', env: 'REDIS_PREFIX', key: 'redisPrefix', help: 'prefix of every Redis key (default mq:)', parse: String },
   { flag: 'heartbeat', env: 'HEARTBEAT', key: 'heartbeatMs', help: 'cluster heartbeat interval (default 1s)', parse: duration('heartbeat') },
-  { flag: 'node-down-after', env: 'NODE_DOWN_AFTER', key: 'nodeDownAfterMs', help: 'a node silent this long is down and its leases move (default 5s)', parse: duration('node-down-after') },
-  { flag: 'drain-timeout', env: 'DRAIN_TIMEOUT', key: 'drainTimeoutMs', help: 'on SIGTERM, longest wait for in-flight requests (default 5s)', parse: duration('drain-timeout') },
-  { flag: 'peers', env: 'PEERS', key: 'peers', help: 'comma-separated URLs of other nodes the console shows (static peers; default none)', parse: (value) => parseUrlList(value, 'peers') },
-  { flag: 'auth-secret', env: 'AUTH_SECRET', key: 'authSecret', help: 'HS256 secret (32+ bytes) that signs access tokens; with no auth key set, clients connect anonymously', parse: String },
-  { flag: 'auth-public-key', env: 'AUTH_PUBLIC_KEY', key: 'authPublicKey', help: 'PEM public key or certificate file verifying RS256, ES256 or EdDSA tokens', parse: String },
-  { flag: 'auth-jwks-url', env: 'AUTH_JWKS_URL', key: 'authJwksUrl', help: "identity provider's JWKS URL (RS256, ES256, EdDSA; keys rotate without restart)", parse: httpUrl('auth-jwks-url') },
+  {
+    flag: 'node-down-after',
+    env: 'NODE_DOWN_AFTER',
+    key: 'nodeDownAfterMs',
+    help: 'a node silent this long is down and its leases move (default 5s)',
+    parse: duration('node-down-after'),
+  },
+  {
+    flag: 'drain-timeout',
+    env: 'DRAIN_TIMEOUT',
+    key: 'drainTimeoutMs',
+    help: 'on SIGTERM, longest wait for in-flight requests (default 5s)',
+    parse: duration('drain-timeout'),
+  },
+  {
+    flag: 'peers',
+    env: 'PEERS',
+    key: 'peers',
+    help: 'comma-separated URLs of other nodes the console shows (static peers; default none)',
+    parse: (value) => parseUrlList(value, 'peers'),
+  },
+  {
+    flag: 'auth-secret',
+    env: 'AUTH_SECRET',
+    key: 'authSecret',
+    help: 'HS256 secret (32+ bytes) that signs access tokens; with no auth key set, clients connect anonymously',
+    parse: String,
+  },
+  {
+    flag: 'auth-public-key',
+    env: 'AUTH_PUBLIC_KEY',
+    key: 'authPublicKey',
+    help: 'PEM public key or certificate file verifying RS256, ES256 or EdDSA tokens',
+    parse: String,
+  },
+  {
+    flag: 'auth-jwks-url',
+    env: 'AUTH_JWKS_URL',
+    key: 'authJwksUrl',
+    help: "identity provider's JWKS URL (RS256, ES256, EdDSA; keys rotate without restart)",
+    parse: httpUrl('auth-jwks-url'),
+  },
   { flag: 'auth-issuer', env: 'AUTH_ISSUER', key: 'authIssuer', help: 'tokens must carry this iss (default: not checked)', parse: String },
   { flag: 'auth-audience', env: 'AUTH_AUDIENCE', key: 'authAudience', help: 'tokens must carry this aud (default: not checked)', parse: String },
 ];
@@ -405,7 +588,12 @@ export function authOptionsOf(config: NodeConfig): AuthOptions {
 }
 
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return new RegExp(
+    `^${glob
+      .split('*')
+      .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 }
 
 /** Resolves a topic's retention: the first matching rule's fields over the defaults. */

@@ -1,4 +1,4 @@
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { type IncomingMessage, STATUS_CODES } from 'node:http';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { MeshError } from '@meshmq/shared';
@@ -108,7 +108,10 @@ export class Gate {
       throw new MeshError('limit_exceeded', `this node has ${this.open} connections open, its limit (--max-connections)`);
     }
     if ((this.perAddress.get(address) ?? 0) >= this.limits.maxConnectionsPerAddress) {
-      throw new MeshError('limit_exceeded', `${address} has ${this.limits.maxConnectionsPerAddress} connections open, the limit per address (--max-connections-per-address)`);
+      throw new MeshError(
+        'limit_exceeded',
+        `${address} has ${this.limits.maxConnectionsPerAddress} connections open, the limit per address (--max-connections-per-address)`,
+      );
     }
   }
 

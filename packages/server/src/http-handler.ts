@@ -17,7 +17,6 @@ const CONTENT_TYPES: Record<string, string> = {
   '.woff2': 'font/woff2',
 };
 
-
 /** What a JSON route is handed. */
 export interface RouteContext {
   req: IncomingMessage;

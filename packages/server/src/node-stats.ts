@@ -1,10 +1,7 @@
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import type { NodeRecord, NodeStatus, RateSeries } from '@meshmq/shared';
 
 export type { NodeRecord, NodeStatus, RateSeries };
-
-
-
 
 /** Cumulative counters the sampler reads (the broker's). */
 export interface CounterSource {
@@ -38,6 +35,7 @@ interface Sample {
   out: number;
 }
 
+/** Resolution of the event-loop delay histogram; the lag reported is what exceeds it. */
 const EVENT_LOOP_RESOLUTION_MS = 10;
 
 const round1 = (n: number) => Math.round(n * 10) / 10;

@@ -1,14 +1,14 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { existsSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { type ClusterStats, MeshError, type NodeActivity } from '@meshmq/shared';
 import type { Logger } from 'pino';
-import { MeshError, type ClusterStats, type NodeActivity } from '@meshmq/shared';
 import { adminRoutes, localActivity } from './admin-api.js';
 import { TokenVerifier } from './auth/token-verifier.js';
 import { totalsOf } from './cluster/activity.js';
 import type { Cluster } from './cluster/cluster.js';
-import { authOptionsOf, retentionResolver, type NodeConfig } from './config.js';
+import { authOptionsOf, type NodeConfig, retentionResolver } from './config.js';
 import { authorize, type Principal } from './core/access.js';
 import { Broker } from './core/broker.js';
 import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
@@ -63,10 +63,12 @@ export class BrokerNode {
     this.logger = createLogger(config.logLevel, config.nodeId);
     const retention = retentionResolver(config);
     const verifier = TokenVerifier.fromOptions(authOptionsOf(config));
-    const verify = verifier && (async (token: string): Promise<Principal> => {
-      const identity = await verifier.verify(token);
-      return { sub: identity.sub, grants: identity.permissions, expiresAt: identity.expiresAt };
-    });
+    const verify =
+      verifier &&
+      (async (token: string): Promise<Principal> => {
+        const identity = await verifier.verify(token);
+        return { sub: identity.sub, grants: identity.permissions, expiresAt: identity.expiresAt };
+      });
     const storage = createStorage(config, this.logger, retention, {
       self: () => this.stats.record(),
       activity: () => this.localActivity(),
@@ -110,26 +112,26 @@ export class BrokerNode {
     });
     const consoleDir = config.consoleDir || bundledConsoleDir();
     const http = createHttpHandler(
-        {
-          '/healthz': () => ({ status: 200, body: this.health() }),
-          '/readyz': () => this.readiness(),
-          'GET /api/cluster/stats': async ({ principal }) => {
-            authorize(await principal(), 'admin', undefined, 'GET /api/cluster/stats');
-            return { status: 200, body: await this.clusterStats() };
-          },
-          ...adminRoutes({
-            broker: this.broker,
-            stats: this.stats,
-            retention: retentionResolver(config),
-            selfUrl: config.publicUrl,
-            peers: config.peers,
-            cluster: this.cluster && (() => this.cluster!.nodes()),
-            ...(this.cluster ? { activity: async () => (await this.clusterStats()).totals } : {}),
-          }),
+      {
+        '/healthz': () => ({ status: 200, body: this.health() }),
+        '/readyz': () => this.readiness(),
+        'GET /api/cluster/stats': async ({ principal }) => {
+          authorize(await principal(), 'admin', undefined, 'GET /api/cluster/stats');
+          return { status: 200, body: await this.clusterStats() };
         },
-        consoleDir,
-        this.gate,
-      );
+        ...adminRoutes({
+          broker: this.broker,
+          stats: this.stats,
+          retention: retentionResolver(config),
+          selfUrl: config.publicUrl,
+          peers: config.peers,
+          cluster: this.cluster && (() => this.cluster!.nodes()),
+          ...(this.cluster ? { activity: async () => (await this.clusterStats()).totals } : {}),
+        }),
+      },
+      consoleDir,
+      this.gate,
+    );
     this.server = createServer(
       {
         headersTimeout: config.headersTimeoutMs,

@@ -1,5 +1,5 @@
-import type { Logger } from 'pino';
 import type { NodeActivity, NodeRecord, RetentionPolicy } from '@meshmq/shared';
+import type { Logger } from 'pino';
 import { Cluster } from './cluster/cluster.js';
 import type { NodeConfig } from './config.js';
 import { EmbeddedEngine } from './engine/embedded-engine.js';

@@ -10,9 +10,7 @@ import type { PermissionClaim } from './permissions.js';
  */
 
 const requestId = z.union([z.string().max(128), z.number()]);
-const topic = z
-  .string()
-  .refine(isReadableTopicName, 'invalid topic name (1-200 of A-Z a-z 0-9 _ - . :, not starting with - . :)');
+const topic = z.string().refine(isReadableTopicName, 'invalid topic name (1-200 of A-Z a-z 0-9 _ - . :, not starting with - . :)');
 const group = z.string().refine(isValidGroupName, 'invalid group name (1-100 of A-Z a-z 0-9 _ - . :, not starting with - . :)');
 const offset = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
 const between = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -265,7 +263,6 @@ export type ServerFrame = OkFrame | ErrorFrame | MessageFrame | MoveFrame | Rese
 
 // ---- Results of each request (the fields of its ok frame) ----------------------
 
-
 /** Who the connection acts as. */
 export interface AuthInfo {
   /** The token's subject; null on a node without authentication (anonymous, everything allowed). */
@@ -375,6 +372,7 @@ export type RequestBody<Op extends RequestOp = RequestOp> = (Op extends RequestO
 /** The result of a request of op `Op`. */
 export type ResultOf<Op extends RequestOp> = RequestResults[Op];
 
+/** The protocol version hello reports; it grows by new ops and optional fields only. */
 export const PROTOCOL_VERSION = 1;
 
 /**

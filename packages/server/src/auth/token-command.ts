@@ -3,10 +3,9 @@
  * issuer and audience, so the token passes that node's checks.
  */
 import { parseArgs } from 'node:util';
-import { MeshError } from '@meshmq/shared';
+import { MeshError, type PermissionClaim, Permissions } from '@meshmq/shared';
 import { SignJWT } from 'jose';
 import { loadConfig, parseDuration } from '../config.js';
-import { Permissions, type PermissionClaim } from '@meshmq/shared';
 import { MAX_SUB_LENGTH, secretBytesOf } from './token-verifier.js';
 
 /** Lifetime of a minted token unless --ttl says otherwise. */
@@ -75,14 +74,16 @@ export async function mintToken(options: MintOptions): Promise<string> {
 
 /** Repeatable, comma-separated list flags: ['a,b', 'c'] -> ['a', 'b', 'c']. */
 function listOf(values: string[] | undefined): string[] {
-  return (values ?? []).flatMap((value) => value.split(',')).map((part) => part.trim()).filter((part) => part !== '');
+  return (values ?? [])
+    .flatMap((value) => value.split(','))
+    .map((part) => part.trim())
+    .filter((part) => part !== '');
 }
 
-/** Runs `meshmq token <argv>`; resolves to the text for stdout (the token or the help). */
-export async function runTokenCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<string> {
-  let values;
+/** The command's flags, parsed strictly; a bad one is `bad_request`. */
+function parseFlags(argv: string[]) {
   try {
-    ({ values } = parseArgs({
+    return parseArgs({
       args: argv,
       strict: true,
       options: {
@@ -98,10 +99,15 @@ export async function runTokenCommand(argv: string[], env: NodeJS.ProcessEnv): P
         'auth-audience': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
-    }));
+    }).values;
   } catch (err) {
     throw new MeshError('bad_request', (err as Error).message);
   }
+}
+
+/** Runs `meshmq token <argv>`; resolves to the text for stdout (the token or the help). */
+export async function runTokenCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const values = parseFlags(argv);
   if (values.help) return TOKEN_HELP;
   if (values.sub === undefined) throw new MeshError('bad_request', '--sub is required');
 

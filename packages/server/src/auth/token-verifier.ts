@@ -5,18 +5,17 @@
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { MeshError } from '@meshmq/shared';
+import { MeshError, Permissions } from '@meshmq/shared';
 import {
   createRemoteJWKSet,
   decodeProtectedHeader,
   errors,
-  jwtVerify,
   type JWTPayload,
   type JWTVerifyGetKey,
   type JWTVerifyOptions,
   type JWTVerifyResult,
+  jwtVerify,
 } from 'jose';
-import { Permissions } from '@meshmq/shared';
 
 export interface AuthOptions {
   /** HS256 shared secret, at least MIN_SECRET_BYTES bytes of UTF-8. */
@@ -57,6 +56,7 @@ export interface Identity {
   expiresAt: number | null;
 }
 
+/** Clock skew allowed when checking `exp` and `nbf`, by default. */
 export const DEFAULT_CLOCK_TOLERANCE_SEC = 5;
 /** jose's own default: a token with a new key id triggers at most one fetch per 30 s. */
 export const DEFAULT_JWKS_COOLDOWN_MS = 30_000;
@@ -68,6 +68,7 @@ export const JWKS_TIMEOUT_MS = 5_000;
 export const MIN_SECRET_BYTES = 32;
 /** Tokens longer than this are refused before any parsing. */
 export const MAX_TOKEN_LENGTH = 8 * 1024;
+/** Longest `sub` accepted (it names the connection in logs and the console). */
 export const MAX_SUB_LENGTH = 200;
 /** How long a verified token is taken as verified again without checking its signature (never past its exp). */
 export const VERIFIED_CACHE_MS = 30_000;
@@ -164,11 +165,7 @@ export class TokenVerifier {
       ? this.remoteKeys(options.jwksUrl, options.jwksCooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS, options.jwksRefreshMs ?? DEFAULT_JWKS_REFRESH_MS)
       : undefined;
 
-    const algorithms = [
-      ...(secretKey ? ['HS256'] : []),
-      ...(publicKey ? [publicKey.algorithm] : []),
-      ...(jwks ? ASYMMETRIC_ALGORITHMS : []),
-    ];
+    const algorithms = [...(secretKey ? ['HS256'] : []), ...(publicKey ? [publicKey.algorithm] : []), ...(jwks ? ASYMMETRIC_ALGORITHMS : [])];
     // jose checks the header's alg against `algorithms` before asking for a key,
     // so each branch below only sees algorithms of its own key source.
     this.getKey = async (header, token) => {
@@ -284,11 +281,17 @@ export class TokenVerifier {
       if (claim === 'nbf') return unauthorized(`token is not valid before ${isoSeconds(payload.nbf)}`);
       if (claim === 'iss') {
         const expected = quote(this.verifyOptions.issuer);
-        return unauthorized(reason === 'missing' ? `token has no issuer; expected ${expected}` : `token issuer ${quote(payload.iss)} is not the expected ${expected}`);
+        return unauthorized(
+          reason === 'missing' ? `token has no issuer; expected ${expected}` : `token issuer ${quote(payload.iss)} is not the expected ${expected}`,
+        );
       }
       if (claim === 'aud') {
         const expected = quote(this.verifyOptions.audience);
-        return unauthorized(reason === 'missing' ? `token has no audience; expected ${expected}` : `token audience ${quote(payload.aud)} does not include the expected ${expected}`);
+        return unauthorized(
+          reason === 'missing'
+            ? `token has no audience; expected ${expected}`
+            : `token audience ${quote(payload.aud)} does not include the expected ${expected}`,
+        );
       }
       return unauthorized(`token claim '${claim}' is invalid`);
     }

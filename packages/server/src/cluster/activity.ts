@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Logger } from 'pino';
 import type { ClusterStats, NodeActivity } from '@meshmq/shared';
+import type { Logger } from 'pino';
 import type { RedisLink } from '../engine/redis-link.js';
 
 /** How long a cluster-wide request waits for the other nodes by default. */

@@ -1,5 +1,5 @@
-import type { Logger } from 'pino';
 import type { ClusterStats, NodeActivity, NodeRecord } from '@meshmq/shared';
+import type { Logger } from 'pino';
 import type { ServerOptions } from 'socket.io';
 import type { Engine } from '../engine/engine.js';
 import { RedisLink, type RedisLinkState } from '../engine/redis-link.js';
@@ -110,7 +110,10 @@ export class Cluster {
 
   /** Activity of every live node that answers in time (see ClusterActivity). */
   stats(timeoutMs?: number): Promise<ClusterStats> {
-    const live = this.membership.nodes().filter((n) => n.status !== 'down').map((n) => n.id);
+    const live = this.membership
+      .nodes()
+      .filter((n) => n.status !== 'down')
+      .map((n) => n.id);
     return this.activity.gather(live, timeoutMs);
   }
 

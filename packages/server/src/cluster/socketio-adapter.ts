@@ -1,6 +1,6 @@
 import { createShardedAdapter } from '@socket.io/redis-adapter';
-import type { ServerOptions } from 'socket.io';
 import type { Logger } from 'pino';
+import type { ServerOptions } from 'socket.io';
 import type { RedisLink } from '../engine/redis-link.js';
 
 type Listener = (message: string, channel: string) => void;
@@ -21,7 +21,9 @@ export function socketIoAdapter(link: RedisLink, channelPrefix: string, logger: 
   };
   const sub = {
     sSubscribe: (channel: string, listener: Listener, buffers?: boolean) =>
-      link.subscribe(channel, listener, buffers ?? false).catch((err) => logger.warn({ err, channel }, 'Socket.IO adapter subscription failed; retried on reconnect')),
+      link
+        .subscribe(channel, listener, buffers ?? false)
+        .catch((err) => logger.warn({ err, channel }, 'Socket.IO adapter subscription failed; retried on reconnect')),
     sUnsubscribe: (channel: string) => link.unsubscribe(channel).catch(() => undefined),
     sPublish: pub.sPublish,
     sendCommand: pub.sendCommand,

@@ -1,4 +1,4 @@
-import { MeshError, Permissions, type Action } from '@meshmq/shared';
+import { type Action, MeshError, Permissions } from '@meshmq/shared';
 
 export type { Action };
 

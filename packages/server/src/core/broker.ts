@@ -1,26 +1,26 @@
-import type { Logger } from 'pino';
 import {
   CLOSE_CODES,
   DEFAULTS,
-  MeshError,
-  PROTOCOL_VERSION,
-  groupKey,
-  isValidTopicName,
   type GroupSettings,
+  groupKey,
   type HelloResult,
   type HistoryResult,
+  isValidTopicName,
+  MeshError,
+  PROTOCOL_VERSION,
   type PublishResult,
   type SubscribeRequest,
   type SubscribeResult,
 } from '@meshmq/shared';
-import { epochEnd, type Engine, type GroupInfo, type PendingEntry, type StoredMessage, type TopicInfo } from '../engine/engine.js';
+import type { Logger } from 'pino';
+import { type Engine, epochEnd, type GroupInfo, type PendingEntry, type StoredMessage, type TopicInfo } from '../engine/engine.js';
 import { authorize, type Principal } from './access.js';
 import type { Connection } from './connection.js';
 import { FanoutSubscription } from './fanout-subscription.js';
 import { GroupDispatcher, type GroupMembership } from './group-dispatcher.js';
-import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './limits.js';
+import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from './limits.js';
 import { toMessageFrame } from './message-frame.js';
-import { Session, type Opened, type SessionContext } from './session.js';
+import { type Opened, Session, type SessionContext } from './session.js';
 
 export interface BrokerOptions {
   engine: Engine;
@@ -278,12 +278,7 @@ export class Broker implements SessionContext {
    * group, creating the group, with the request's settings, if it does not
    * exist. An existing group keeps its settings; the reply says which apply.
    */
-  async join(
-    actor: Principal,
-    connection: Connection,
-    consumer: string,
-    request: SubscribeRequest & { group: string },
-  ): Promise<Opened<GroupMembership>> {
+  async join(actor: Principal, connection: Connection, consumer: string, request: SubscribeRequest & { group: string }): Promise<Opened<GroupMembership>> {
     const { topic, group } = request;
     authorize(actor, 'consume', topic, 'subscribe to a group');
     await this.watchTopic(topic);

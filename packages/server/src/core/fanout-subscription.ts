@@ -1,4 +1,4 @@
-import { epochEnd, type Engine, type StoredMessage } from '../engine/engine.js';
+import { type Engine, epochEnd, type StoredMessage } from '../engine/engine.js';
 import type { Connection } from './connection.js';
 import { HIGH_WATER_MARK } from './limits.js';
 import { sharedMessageFrame } from './message-frame.js';

@@ -142,9 +142,7 @@ export class GroupDispatcher {
       if (hungry.length < wanting.length) this.schedule(Date.now() + DRAIN_POLL_MS);
       if (hungry.length === 0 || this.closed) return;
       const results = await Promise.all(
-        hungry.map((member) =>
-          this.engine.claim(this.topic, this.group, member.consumer, Math.min(round, member.prefetch - member.inflight.size)),
-        ),
+        hungry.map((member) => this.engine.claim(this.topic, this.group, member.consumer, Math.min(round, member.prefetch - member.inflight.size))),
       );
       let delivered = 0;
       for (const [i, result] of results.entries()) {
@@ -192,14 +190,16 @@ export class GroupDispatcher {
     if (this.closed || at >= this.timerAt) return;
     clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => {
-      this.timerAt = Infinity;
-      this.timer = undefined;
-      this.pump();
-    }, Math.max(0, at - Date.now()) + 5);
+    this.timer = setTimeout(
+      () => {
+        this.timerAt = Infinity;
+        this.timer = undefined;
+        this.pump();
+      },
+      Math.max(0, at - Date.now()) + 5,
+    );
     this.timer.unref();
   }
-
 }
 
 function settleOptions(member: GroupMember, epoch: string | undefined) {

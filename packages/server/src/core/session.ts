@@ -1,26 +1,26 @@
 import { randomUUID } from 'node:crypto';
-import type { Logger } from 'pino';
 import {
-  CLOSE_CODES,
-  MeshError,
-  groupKey,
-  parseRequest,
-  requestIdOf,
   type AuthResult,
+  CLOSE_CODES,
+  groupKey,
   type HelloResult,
   type HistoryRequest,
   type HistoryResult,
+  MeshError,
   type PublishResult,
+  parseRequest,
   type Request,
+  requestIdOf,
   type ServerFrame,
   type SubscribeRequest,
   type SubscribeResult,
 } from '@meshmq/shared';
+import type { Logger } from 'pino';
 import type { Principal } from './access.js';
 import type { Connection } from './connection.js';
 import type { FanoutSubscription } from './fanout-subscription.js';
 import type { GroupMembership } from './group-dispatcher.js';
-import { HIGH_WATER_MARK, TokenBucket, type ConnectionLimits } from './limits.js';
+import { type ConnectionLimits, HIGH_WATER_MARK, TokenBucket } from './limits.js';
 
 /** A subscription or membership the core opened, to start once the reply is sent. */
 export interface Opened<T> {

@@ -1,13 +1,13 @@
 import { mkdirSync } from 'node:fs';
-import { open, type Database, type RootDatabase } from 'lmdb';
-import { MeshError, DEFAULTS, deadLetterTopicOf, groupKey, isDeadLetterTopic } from '@meshmq/shared';
+import { DEFAULTS, deadLetterTopicOf, groupKey, isDeadLetterTopic, MeshError } from '@meshmq/shared';
+import { type Database, open, type RootDatabase } from 'lmdb';
 import type {
   ClaimResult,
   DeadLetter,
+  Engine,
   EngineCommonOptions,
   EngineHealth,
   EpochStart,
-  Engine,
   GroupDelivery,
   GroupInfo,
   GroupOptions,
@@ -182,13 +182,7 @@ export class EmbeddedEngine implements Engine {
    * Appends one message in a write transaction; `alsoInTransaction` runs in the
    * same transaction (dead-lettering removes the pending entry atomically).
    */
-  private async append(
-    topic: string,
-    data: unknown,
-    json: string,
-    key: string | undefined,
-    alsoInTransaction?: () => void,
-  ): Promise<PublishOutcome> {
+  private async append(topic: string, data: unknown, json: string, key: string | undefined, alsoInTransaction?: () => void): Promise<PublishOutcome> {
     this.assertOpen();
     // Creating the topic first gives its in-memory state exactly one starting point.
     if (!this.topics.has(topic)) await this.createTopic(topic);
@@ -322,10 +316,7 @@ export class EmbeddedEngine implements Engine {
     this.assertOpen();
     const now = this.now();
     const { maxAgeMs, maxMessages } = this.retention(topic);
-    const removed = await this.removeOldest(
-      topic,
-      (offset, message, last) => now - message.ts > maxAgeMs || last - offset + 1 > maxMessages,
-    );
+    const removed = await this.removeOldest(topic, (offset, message, last) => now - message.ts > maxAgeMs || last - offset + 1 > maxMessages);
     await this.expireDedupeKeys(topic, now);
     return removed;
   }
@@ -336,10 +327,7 @@ export class EmbeddedEngine implements Engine {
   }
 
   /** Removes messages from the front of the log while `shouldRemove` says so. */
-  private async removeOldest(
-    topic: string,
-    shouldRemove: (offset: number, message: MessageRecord, last: number) => boolean,
-  ): Promise<number> {
+  private async removeOldest(topic: string, shouldRemove: (offset: number, message: MessageRecord, last: number) => boolean): Promise<number> {
     const info = this.topics.get(topic);
     if (!info) return 0;
     let removed = 0;
@@ -378,7 +366,11 @@ export class EmbeddedEngine implements Engine {
       if (key[0] !== topic) break;
       if (now - value.ts >= this.dedupeWindowMs) expired.push(key);
     }
-    if (expired.length > 0) await this.write(() => expired.forEach((key) => this.dedupeDb.remove(key)));
+    if (expired.length > 0) {
+      await this.write(() => {
+        for (const key of expired) this.dedupeDb.remove(key);
+      });
+    }
   }
 
   // ---- groups ------------------------------------------------------------------
@@ -438,7 +430,10 @@ export class EmbeddedEngine implements Engine {
     this.assertOpen();
     const state = this.groups.get(groupKey(topic, group));
     if (!state) return [];
-    return [...state.pending.values()].sort((a, b) => a.offset - b.offset).slice(0, limit).map((e) => ({ ...e }));
+    return [...state.pending.values()]
+      .sort((a, b) => a.offset - b.offset)
+      .slice(0, limit)
+      .map((e) => ({ ...e }));
   }
 
   async claim(topic: string, group: string, consumer: string, max: number): Promise<ClaimResult> {

@@ -1,5 +1,5 @@
-import type { Logger } from 'pino';
 import { MeshError } from '@meshmq/shared';
+import type { Logger } from 'pino';
 import type { ReplicatedWrite } from './redis-replicated-writes.js';
 
 export type Listener = (message: string, channel: string) => void;
@@ -47,7 +47,11 @@ export interface RedisAddress {
  */
 export function parseRedisUrl(url: string): { mode: 'standalone' | 'sentinel' | 'cluster'; nodes: RedisAddress[]; name?: string; auth: string } {
   const match = /^(redis|rediss|redis\+sentinel|redis\+cluster):\/\/(?:([^@/]*)@)?([^/]+)(?:\/(.*))?$/.exec(url);
-  if (!match) throw new MeshError('bad_request', `REDIS_URL: cannot read '${url}'; expected redis://host:port, redis+sentinel://host:port,.../master or redis+cluster://host:port,...`);
+  if (!match)
+    throw new MeshError(
+      'bad_request',
+      `REDIS_URL: cannot read '${url}'; expected redis://host:port, redis+sentinel://host:port,.../master or redis+cluster://host:port,...`,
+    );
   const [, scheme, auth = '', hosts = '', path = ''] = match;
   const nodes = hosts.split(',').map((h) => {
     const i = h.lastIndexOf(':');

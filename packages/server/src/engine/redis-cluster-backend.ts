@@ -1,5 +1,5 @@
-import { createCluster } from 'redis';
 import { MeshError } from '@meshmq/shared';
+import { createCluster } from 'redis';
 import type { Backend, Listener } from './redis-backend.js';
 
 interface ClusterClient {
@@ -35,7 +35,9 @@ export function clusterBackend(rootNodes: Array<{ url: string }>, clientOptions:
       // Both are queued in the same turn on the shard primary's client, so they are written back to back on its connection
       // (where WAIT holds up the shard's other commands while it waits: node-redis keeps one connection per shard).
       const client = cluster.getNodeClientForKey(key);
-      const [written, replicated] = [write, ['WAIT', String(replicas), String(timeoutMs)]].map((args) => client.then((c) => c.sendCommand(args, { abortSignal })));
+      const [written, replicated] = [write, ['WAIT', String(replicas), String(timeoutMs)]].map((args) =>
+        client.then((c) => c.sendCommand(args, { abortSignal })),
+      );
       return { written: written!, replicated: replicated! };
     },
     sSubscribe: (channel, listener, buffers) => cluster.sSubscribe(channel, listener, buffers),

@@ -1,5 +1,5 @@
+import { DEFAULTS, deadLetterTopicOf, isDeadLetterTopic, MeshError, sourceTopicOf } from '@meshmq/shared';
 import type { Logger } from 'pino';
-import { DEFAULTS, MeshError, deadLetterTopicOf, isDeadLetterTopic, sourceTopicOf } from '@meshmq/shared';
 import type {
   ClaimResult,
   Engine,
@@ -10,29 +10,17 @@ import type {
   GroupSettings,
   MessageListener,
   PendingEntry,
-  WakeListener,
   PublishOptions,
   PublishOutcome,
   RetentionPolicy,
   SettleOptions,
   StoredMessage,
   TopicInfo,
+  WakeListener,
 } from './engine.js';
 import { DEFAULT_RETENTION, epochEnd, newEpoch } from './engine.js';
 import { fieldsOf, RedisLink, type RedisLinkOptions } from './redis-link.js';
-import {
-  ACK,
-  CLAIM,
-  CONFIGURE_GROUP,
-  ENSURE_GROUP,
-  GROUP_STATE,
-  NACK,
-  PUBLISH,
-  REGISTER_TOPIC,
-  RELEASE,
-  TOPIC_STATE,
-  TRIM,
-} from './redis-scripts.js';
+import { ACK, CLAIM, CONFIGURE_GROUP, ENSURE_GROUP, GROUP_STATE, NACK, PUBLISH, REGISTER_TOPIC, RELEASE, TOPIC_STATE, TRIM } from './redis-scripts.js';
 
 export interface RedisEngineOptions extends Partial<RedisLinkOptions>, EngineCommonOptions {
   /**
@@ -77,7 +65,6 @@ const READ_CHUNK = 64;
 function offsetOf(id: string): number {
   return Number(id.slice(0, id.indexOf('-')));
 }
-
 
 /**
  * The cluster engine: every node shares one Redis (standalone, Sentinel or
@@ -324,7 +311,14 @@ export class RedisEngine implements Engine {
     const names = await this.link.command<string[]>(['SMEMBERS', this.registryKey]);
     const infos = await Promise.all(
       names.map(async (topic) => {
-        const [epoch, first, last, epochs] = await this.link.command<Array<string | null>>(['HMGET', this.keys(topic).meta, 'epoch', 'first', 'last', 'epochs']);
+        const [epoch, first, last, epochs] = await this.link.command<Array<string | null>>([
+          'HMGET',
+          this.keys(topic).meta,
+          'epoch',
+          'first',
+          'last',
+          'epochs',
+        ]);
         return epoch ? this.toInfo(topic, epoch, Number(first), Number(last), epochs) : undefined;
       }),
     );
@@ -407,9 +401,11 @@ export class RedisEngine implements Engine {
     const [offset, ts, epoch, key, data] = parsed;
     const message: StoredMessage = { topic, offset, epoch, ts, data };
     if (key) message.key = key;
-    state.queue = state.queue.then(() => this.deliverInOrder(topic, message)).catch((err) => {
-      this.options.logger?.warn({ err, topic }, 'filling a live gap failed; the next message retries');
-    });
+    state.queue = state.queue
+      .then(() => this.deliverInOrder(topic, message))
+      .catch((err) => {
+        this.options.logger?.warn({ err, topic }, 'filling a live gap failed; the next message retries');
+      });
   }
 
   /**
@@ -476,16 +472,11 @@ export class RedisEngine implements Engine {
     this.assertOpen();
     await this.register(topic);
     const k = this.groupKeys(topic, group);
-    await this.link.eval(ENSURE_GROUP, [k.meta, k.log, k.group], [
-      group,
-      options.startAt ?? '',
-      options.ackWaitMs ?? '',
-      options.maxDeliveries ?? '',
-      this.now(),
-      newEpoch(),
-      DEFAULTS.ackWaitMs,
-      DEFAULTS.maxDeliveries,
-    ]);
+    await this.link.eval(
+      ENSURE_GROUP,
+      [k.meta, k.log, k.group],
+      [group, options.startAt ?? '', options.ackWaitMs ?? '', options.maxDeliveries ?? '', this.now(), newEpoch(), DEFAULTS.ackWaitMs, DEFAULTS.maxDeliveries],
+    );
     const info = await this.groupInfo(topic, group);
     if (!info) throw new MeshError('internal', `group '${group}' of topic '${topic}' vanished while being created`);
     return info;

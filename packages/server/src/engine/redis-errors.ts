@@ -1,3 +1,4 @@
+import { describeError, MeshError } from '@meshmq/shared';
 import {
   AbortError,
   ClientClosedError,
@@ -7,7 +8,6 @@ import {
   ErrorReply,
   RootNodesUnavailableError,
 } from 'redis';
-import { MeshError, describeError } from '@meshmq/shared';
 
 /**
  * What a failed Redis command means for the caller: every way node-redis or
@@ -32,7 +32,27 @@ export class NoAnswerError extends Error {
 }
 
 /** Commands that change nothing: when their answer is lost, nothing was stored either. */
-const READ_ONLY = new Set(['GET', 'HGET', 'HGETALL', 'HMGET', 'SMEMBERS', 'SCARD', 'XRANGE', 'XREVRANGE', 'XLEN', 'XINFO', 'XPENDING', 'EXISTS', 'TYPE', 'SCAN', 'INFO', 'CONFIG', 'PING', 'SSUBSCRIBE', 'SUNSUBSCRIBE']);
+const READ_ONLY = new Set([
+  'GET',
+  'HGET',
+  'HGETALL',
+  'HMGET',
+  'SMEMBERS',
+  'SCARD',
+  'XRANGE',
+  'XREVRANGE',
+  'XLEN',
+  'XINFO',
+  'XPENDING',
+  'EXISTS',
+  'TYPE',
+  'SCAN',
+  'INFO',
+  'CONFIG',
+  'PING',
+  'SSUBSCRIBE',
+  'SUNSUBSCRIBE',
+]);
 
 /**
  * Error replies that mean Redis refused the command without running it, by
@@ -45,7 +65,7 @@ const REFUSALS: Record<string, string> = {
   MISCONF: 'Redis refuses writes because it cannot persist to disk (stop-writes-on-bgsave-error)',
   NOREPLICAS: 'Redis refuses writes because too few replicas are connected (min-replicas-to-write)',
   LOADING: 'Redis is loading its dataset into memory',
-  MASTERDOWN: "the Redis replica lost its link to the primary and does not serve stale data",
+  MASTERDOWN: 'the Redis replica lost its link to the primary and does not serve stale data',
   READONLY: 'the Redis server is a read-only replica (a failover is under way)',
   CLUSTERDOWN: 'the Redis Cluster is down',
   TRYAGAIN: 'the Redis Cluster is moving the keys of this command',
@@ -114,7 +134,9 @@ export function translateRedisError(err: unknown, command: CommandInfo): MeshErr
   }
   const noAnswer = err instanceof NoAnswerError;
   if (READ_ONLY.has(command.name)) {
-    const lost = noAnswer ? `Redis did not answer ${label(command)} within ${command.timeoutMs} ms` : `the connection to Redis failed (${text}) before it answered ${label(command)}`;
+    const lost = noAnswer
+      ? `Redis did not answer ${label(command)} within ${command.timeoutMs} ms`
+      : `the connection to Redis failed (${text}) before it answered ${label(command)}`;
     return new MeshError('unavailable', `${lost}; nothing was stored, retry later`, { cause: err });
   }
   const lost = noAnswer ? `Redis did not answer it within ${command.timeoutMs} ms` : `the connection to Redis failed (${text}) before the answer came`;

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { ErrorReply } from 'redis';
-import { MeshError, describeError } from '@meshmq/shared';
+import { describeError, MeshError } from '@meshmq/shared';
 import type { Logger } from 'pino';
-import { parseRedisUrl, type Backend, type BackendOptions, type Listener, type RedisAddress } from './redis-backend.js';
+import { ErrorReply } from 'redis';
+import { type Backend, type BackendOptions, type Listener, parseRedisUrl, type RedisAddress } from './redis-backend.js';
 import { clusterBackend } from './redis-cluster-backend.js';
-import { NoAnswerError, redact, translateRedisError, unreachable, type CommandInfo } from './redis-errors.js';
+import { type CommandInfo, NoAnswerError, redact, translateRedisError, unreachable } from './redis-errors.js';
 import { PrimaryBackend, type PrimaryTarget } from './redis-primary.js';
 import { SentinelLocator } from './redis-sentinel.js';
 
@@ -65,12 +65,20 @@ export function createBackend(url: string, options: BackendOptions): Backend {
     return new PrimaryBackend({ locate: async () => target, checksRole: false }, options);
   }
   if (parsed.mode === 'sentinel') {
-    const locator = new SentinelLocator({ sentinels: parsed.nodes, name: parsed.name!, primaryUrl: authUrl, clientOptions: options.clientOptions, logger: options.logger });
+    const locator = new SentinelLocator({
+      sentinels: parsed.nodes,
+      name: parsed.name!,
+      primaryUrl: authUrl,
+      clientOptions: options.clientOptions,
+      logger: options.logger,
+    });
     return new PrimaryBackend(locator, options);
   }
-  return clusterBackend(parsed.nodes.map((n) => ({ url: authUrl(n) })), options.clientOptions);
+  return clusterBackend(
+    parsed.nodes.map((n) => ({ url: authUrl(n) })),
+    options.clientOptions,
+  );
 }
-
 
 /**
  * The engine's connection to Redis (standalone, Sentinel or Cluster, chosen
@@ -191,7 +199,13 @@ export class RedisLink extends EventEmitter {
    * Fails like {@link eval}; when the script ran but WAIT's answer did not
    * come back, with `maybe_stored`.
    */
-  async evalThenWait<T = unknown>(script: LuaScript, keys: string[], args: Array<string | number>, replicas: number, timeoutMs: number): Promise<ReplicatedReply<T>> {
+  async evalThenWait<T = unknown>(
+    script: LuaScript,
+    keys: string[],
+    args: Array<string | number>,
+    replicas: number,
+    timeoutMs: number,
+  ): Promise<ReplicatedReply<T>> {
     const tail = [String(keys.length), ...keys, ...args.map(String)];
     try {
       return await this.together<T>(['EVALSHA', script.sha, ...tail], keys[0]!, replicas, timeoutMs);
@@ -345,4 +359,3 @@ function keyOf(args: Array<string | number>): string | undefined {
   if (name === 'XINFO' || name === 'XGROUP') return String(args[2]);
   return undefined;
 }
-

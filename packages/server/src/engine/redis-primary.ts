@@ -1,6 +1,6 @@
 import { ClientOfflineError, createClient } from 'redis';
 import type { Backend, BackendOptions, Listener } from './redis-backend.js';
-import { ReplicatedWrites, type ReplicatedWrite } from './redis-replicated-writes.js';
+import { type ReplicatedWrite, ReplicatedWrites } from './redis-replicated-writes.js';
 
 /** Where the primary is: a URL to connect to, and its `host:port` as Sentinel names it. */
 export interface PrimaryTarget {

@@ -80,8 +80,12 @@ export class ReplicatedWrites {
     this.connection
       .sendCommand(['WAIT', String(replicas), String(timeoutMs)])
       .then(
-        (count) => batch.forEach((e) => e.replicated.resolve(count)),
-        (err) => batch.forEach((e) => e.replicated.reject(err)),
+        (count) => {
+          for (const e of batch) e.replicated.resolve(count);
+        },
+        (err) => {
+          for (const e of batch) e.replicated.reject(err);
+        },
       )
       .finally(() => {
         this.waiting = false;

@@ -1,6 +1,6 @@
-import { createClient } from 'redis';
-import type { Logger } from 'pino';
 import { describeError } from '@meshmq/shared';
+import type { Logger } from 'pino';
+import { createClient } from 'redis';
 import type { RedisAddress } from './redis-backend.js';
 import type { LocatorEvents, PrimaryLocator, PrimaryTarget } from './redis-primary.js';
 

@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { MeshError, type ServerFrame } from '@meshmq/shared';
 import { Server as EngineServer, type Socket as EngineSocket } from 'engine.io';
 import type { Logger } from 'pino';
 import { Server, type ServerOptions, type Socket } from 'socket.io';
 import type { WebSocket } from 'ws';
-import { MeshError, type ServerFrame } from '@meshmq/shared';
 import type { Principal } from '../core/access.js';
 import type { Connection } from '../core/connection.js';
 import { FrameWatchdog, InputThrottle } from './flow-control.js';
@@ -174,7 +174,9 @@ export class SocketIoTransport {
     });
     // Socket.IO reports packets its parser refused here (the client is then disconnected), and a client's own
     // event named 'error' reaches this listener too (onAny answered it as an unknown op): neither is the node's failure.
-    socket.on('error', (err: unknown) => this.options.logger.debug({ session: session.id, reason: MeshError.from(err).message.slice(0, 200) }, 'socket.io error'));
+    socket.on('error', (err: unknown) =>
+      this.options.logger.debug({ session: session.id, reason: MeshError.from(err).message.slice(0, 200) }, 'socket.io error'),
+    );
   }
 
   async close(): Promise<void> {
@@ -203,8 +205,7 @@ function websocketOf(conn: EngineSocket): WebSocket | undefined {
  */
 function queuedBytes(conn: EngineSocket): () => number {
   let bytes = 0;
-  const size = (packet: { data?: unknown }) =>
-    typeof packet.data === 'string' ? packet.data.length : Buffer.isBuffer(packet.data) ? packet.data.length : 0;
+  const size = (packet: { data?: unknown }) => (typeof packet.data === 'string' ? packet.data.length : Buffer.isBuffer(packet.data) ? packet.data.length : 0);
   conn.on('packetCreate', (packet: { data?: unknown }) => (bytes += size(packet)));
   conn.on('flush', (packets: Array<{ data?: unknown }>) => {
     for (const packet of packets) bytes -= size(packet);

@@ -1,8 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Logger } from 'pino';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { CLOSE_CODES, MeshError, type ServerFrame } from '@meshmq/shared';
+import type { Logger } from 'pino';
+import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import type { Principal } from '../core/access.js';
 import type { Connection } from '../core/connection.js';
 import type { Session } from '../core/session.js';
@@ -22,7 +22,6 @@ export interface WsTransportOptions {
   frameTimeoutMs: number;
   logger: Logger;
 }
-
 
 /**
  * The plain WebSocket endpoint: one JSON text frame per request, reply or

@@ -1,4 +1,4 @@
-import { isErrorCode, type ApiErrorBody, type ErrorCode } from '@meshmq/shared';
+import { type ApiErrorBody, type ErrorCode, isErrorCode } from '@meshmq/shared';
 import { session } from './auth.svelte.js';
 
 /** An error answered by the node (`{error: {code, message}}`) or a failure to reach it. */

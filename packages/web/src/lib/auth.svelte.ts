@@ -1,4 +1,4 @@
-import { Permissions, type Action, type AuthInfo } from '@meshmq/shared';
+import { type Action, type AuthInfo, Permissions } from '@meshmq/shared';
 import { expiredText, readToken } from './token.js';
 
 /**

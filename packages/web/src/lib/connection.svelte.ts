@@ -1,4 +1,4 @@
-import { MeshClient, type ConnectionState } from '@meshmq/client';
+import { type ConnectionState, MeshClient } from '@meshmq/client';
 import { CLOSE_CODES, MeshError } from '@meshmq/shared';
 import { errorText, refusalOf } from './api.js';
 import { session } from './auth.svelte.js';

@@ -8,6 +8,7 @@ import { mesh } from './connection.svelte.js';
  * another page.
  */
 
+/** Messages and acks each playground list keeps (older ones scroll away). */
 const MAX_ITEMS = 200;
 
 export interface Ack {

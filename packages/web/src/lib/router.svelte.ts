@@ -17,7 +17,10 @@ function decode(part: string): string {
 }
 
 export function parse(pathname: string): Route {
-  const parts = pathname.split('/').filter((p) => p !== '').map(decode);
+  const parts = pathname
+    .split('/')
+    .filter((p) => p !== '')
+    .map(decode);
   const [head, arg, ...rest] = parts;
   if (rest.length > 0) return { name: 'not-found', path: pathname };
   if (head === undefined || (head === 'nodes' && arg === undefined)) return { name: 'nodes' };
@@ -59,7 +62,7 @@ export function interceptLinks(event: MouseEvent): void {
   const anchor = (event.target as Element | null)?.closest?.('a');
   if (!anchor || anchor.target || anchor.hasAttribute('download')) return;
   const href = anchor.getAttribute('href');
-  if (!href || !href.startsWith('/') || href.startsWith('//') || href.startsWith('/api/')) return;
+  if (!href?.startsWith('/') || href.startsWith('//') || href.startsWith('/api/')) return;
   event.preventDefault();
   navigate(href);
 }
