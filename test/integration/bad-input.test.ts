@@ -92,6 +92,9 @@ describe('bad input', () => {
     ['an unknown system topic', { op: 'subscribe', id: 20, topic: '$sys.x' }, 'invalid topic name'],
     ['an invalid group name', { op: 'subscribe', id: 21, topic: 'x', group: 'a/b' }, 'invalid group name'],
     ['group options on a fan-out subscribe', { op: 'subscribe', id: 22, topic: 'x', prefetch: 5 }, 'group subscriptions only'],
+    ['a key over 256 characters', { op: 'publish', id: 23, topic: 'x', data: 1, key: 'k'.repeat(257) }, "'key'"],
+    ['a key with a lone surrogate', { op: 'publish', id: 24, topic: 'x', data: 1, key: 'a\ud800' }, 'lone surrogate'],
+    ['a token over 8 KiB in auth', { op: 'auth', id: 25, token: 't'.repeat(8193) }, "'token'"],
   ])('rejects %s with bad_request', async (_what, frame, message) => {
     const reply = await client.request(frame as Record<string, unknown>);
     expect(reply).toMatchObject({ op: 'error', code: 'bad_request', id: frame.id });
