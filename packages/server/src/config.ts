@@ -7,6 +7,8 @@ import type { AuthOptions } from './auth/token-verifier.js';
 import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
 import type { RetentionPolicy } from './engine/engine.js';
 import { DEFAULT_ADMISSION_LIMITS, normalizeOrigin } from './gate.js';
+import type { LogFormat } from './logger.js';
+import { DEFAULT_LABELLED_TOPICS } from './metrics.js';
 
 /** Per-topic retention override; `match` is a topic name where `*` matches any run of characters. */
 export interface TopicRule {
@@ -27,6 +29,12 @@ export interface NodeConfig {
   topics: TopicRule[];
   retentionSweepMs: number;
   logLevel: string;
+  /** `json` lines, `pretty` readable lines, or `auto`: pretty on a terminal. */
+  logFormat: LogFormat;
+  /** Topics that get their own `topic` label in the metrics; the rest are summed as `_other`. */
+  metricsTopics: number;
+  /** A bearer token that may read `/metrics` (for Prometheus) on a node with authentication; empty for none. */
+  metricsToken: string;
   /** Client transports served: plain WebSocket (`ws`) and Socket.IO (`socket.io`). */
   transports: Transport[];
   /** Start even when binding beyond loopback with no authentication key (everyone may do everything). */
@@ -141,6 +149,11 @@ function parseHostList(value: string): string[] {
 
 export type Transport = 'ws' | 'socket.io';
 
+function parseLogFormat(value: string): LogFormat {
+  if (value === 'auto' || value === 'json' || value === 'pretty') return value;
+  throw new MeshError('bad_request', `log-format: expected auto, json or pretty, got '${value}'`);
+}
+
 function parseTransports(value: string): Transport[] {
   const names = [
     ...new Set(
@@ -254,6 +267,21 @@ const OPTIONS: OptionSpec[] = [
     parse: duration('retention-sweep'),
   },
   { flag: 'log-level', env: 'LOG_LEVEL', key: 'logLevel', help: 'fatal, error, warn, info, debug or trace (default info)', parse: String },
+  { flag: 'log-format', env: 'LOG_FORMAT', key: 'logFormat', help: 'json, pretty, or auto: pretty on a terminal, JSON otherwise (default auto)', parse: parseLogFormat },
+  {
+    flag: 'metrics-topics',
+    env: 'METRICS_TOPICS',
+    key: 'metricsTopics',
+    help: `topics that get their own label in /metrics; the rest are summed as _other (default ${DEFAULT_LABELLED_TOPICS})`,
+    parse: int('metrics-topics'),
+  },
+  {
+    flag: 'metrics-token',
+    env: 'METRICS_TOKEN',
+    key: 'metricsToken',
+    help: 'bearer token that may read /metrics on a node with authentication (default none: an admin token is needed)',
+    parse: String,
+  },
   {
     flag: 'transports',
     env: 'TRANSPORTS',
@@ -454,6 +482,9 @@ function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
     topics: [],
     retentionSweepMs: 10_000,
     logLevel: 'info',
+    logFormat: 'auto',
+    metricsTopics: DEFAULT_LABELLED_TOPICS,
+    metricsToken: '',
     transports: ['ws', 'socket.io'],
     insecure: false,
     allowedOrigins: [],

@@ -27,7 +27,14 @@ export interface RouteContext {
   principal(): Promise<Principal>;
 }
 
-export type JsonRoute = (ctx: RouteContext) => { status: number; body: unknown } | Promise<{ status: number; body: unknown }>;
+/** A route's answer: JSON, unless it names another content type for a text body (Prometheus's `/metrics`). */
+export interface RouteAnswer {
+  status: number;
+  body: unknown;
+  contentType?: string;
+}
+
+export type JsonRoute = (ctx: RouteContext) => RouteAnswer | Promise<RouteAnswer>;
 
 /** Methods that change something: they must send JSON, which a cross-site form or simple request cannot. */
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -137,8 +144,12 @@ export function createHttpHandler(routes: Record<string, JsonRoute>, consoleDir:
       }
       const context: RouteContext = { req, params: hit.params!, url, principal: () => gate.authenticate(req) };
       try {
-        const { status, body } = await hit.route.handler(context);
-        sendJson(res, status, body, cors);
+        const { status, body, contentType } = await hit.route.handler(context);
+        if (contentType === undefined) sendJson(res, status, body, cors);
+        else {
+          res.writeHead(status, { ...cors, 'content-type': contentType, 'cache-control': 'no-store' });
+          res.end(String(body));
+        }
       } catch (err) {
         sendError(res, err, cors);
       }

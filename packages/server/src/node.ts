@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -13,10 +14,11 @@ import { authorize, type Principal } from './core/access.js';
 import { Broker } from './core/broker.js';
 import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
 import type { Engine } from './engine/engine.js';
-import { Gate, isLoopback, refuseUpgrade } from './gate.js';
-import { createHttpHandler, sendJson } from './http-handler.js';
+import { Gate, isLoopback, refuseUpgrade, tokenOf } from './gate.js';
+import { createHttpHandler, type RouteContext, sendJson } from './http-handler.js';
 import { HTTP_STATUS } from './http-status.js';
 import { createLogger } from './logger.js';
+import { NodeMetrics } from './metrics.js';
 import { NodeStats } from './node-stats.js';
 import { createStorage } from './storage.js';
 import { SocketIoTransport } from './transport/socketio-transport.js';
@@ -52,6 +54,7 @@ export class BrokerNode {
   /** Present when the node runs in a cluster over Redis. */
   readonly cluster: Cluster | undefined;
   readonly gate: Gate;
+  readonly metrics: NodeMetrics;
   private readonly server: Server;
   private ws: WsTransport | undefined;
   private socketIo: SocketIoTransport | undefined;
@@ -60,7 +63,7 @@ export class BrokerNode {
   private draining = false;
 
   constructor(readonly config: NodeConfig) {
-    this.logger = createLogger(config.logLevel, config.nodeId);
+    this.logger = createLogger(config.logLevel, config.nodeId, config.logFormat);
     const retention = retentionResolver(config);
     const verifier = TokenVerifier.fromOptions(authOptionsOf(config));
     const verify =
@@ -75,6 +78,22 @@ export class BrokerNode {
     });
     this.engine = storage.engine;
     this.cluster = storage.cluster;
+    this.metrics = new NodeMetrics(
+      {
+        node: config.nodeId,
+        version: VERSION,
+        engine: this.engine,
+        connections: () => this.broker.connectionsByTransport(),
+        subscriptions: () => this.broker.stats().subscriptions,
+        ...(this.cluster
+          ? {
+              redisUp: () => this.cluster!.report().state === 'up',
+              clusterNodesUp: () => this.cluster!.nodes().filter((n) => n.status === 'up').length,
+            }
+          : { dataDir: config.dataDir }),
+      },
+      config.metricsTopics,
+    );
     this.broker = new Broker({
       engine: this.engine,
       nodeId: config.nodeId,
@@ -92,6 +111,7 @@ export class BrokerNode {
         publishBurst: config.maxPublishRate,
       },
       ...(verify ? { authenticate: verify } : {}),
+      observer: this.metrics,
     });
     this.gate = new Gate({
       limits: { maxConnections: config.maxConnections, maxConnectionsPerAddress: config.maxConnectionsPerAddress },
@@ -115,6 +135,11 @@ export class BrokerNode {
       {
         '/healthz': () => ({ status: 200, body: this.health() }),
         '/readyz': () => this.readiness(),
+        'GET /metrics': async (ctx) => {
+          await this.authorizeMetrics(ctx);
+          const { contentType, body } = await this.metrics.text();
+          return { status: 200, body, contentType };
+        },
         'GET /api/cluster/stats': async ({ principal }) => {
           authorize(await principal(), 'admin', undefined, 'GET /api/cluster/stats');
           return { status: 200, body: await this.clusterStats() };
@@ -188,6 +213,7 @@ export class BrokerNode {
     } catch (err) {
       release?.();
       const error = MeshError.from(err);
+      this.metrics.connectionRefused(error.code);
       this.logger.info({ address, origin: req.headers.origin, code: error.code, reason: error.message }, 'refused a connection');
       refuseUpgrade(socket, error);
     }
@@ -203,6 +229,7 @@ export class BrokerNode {
       }
     } catch (err) {
       const error = MeshError.from(err);
+      this.metrics.connectionRefused(error.code);
       this.logger.info({ address: req.socket.remoteAddress, origin: req.headers.origin, code: error.code, reason: error.message }, 'refused a connection');
       sendJson(res, HTTP_STATUS[error.code], { error: { code: error.code, message: error.message } });
       return;
@@ -226,6 +253,19 @@ export class BrokerNode {
       uptimeMs: Date.now() - this.startedAt,
       ...this.broker.stats(),
     };
+  }
+
+  /**
+   * Who may read `/metrics`: anyone on a node without authentication (it
+   * binds loopback, or was started --insecure); otherwise the bearer
+   * `--metrics-token` (Prometheus's scrape credential) or an admin token.
+   */
+  private async authorizeMetrics(ctx: RouteContext): Promise<void> {
+    if (!this.gate.requiresToken) return;
+    const given = Buffer.from(tokenOf(ctx.req) ?? '');
+    const expected = Buffer.from(this.config.metricsToken);
+    if (expected.length > 0 && given.length === expected.length && timingSafeEqual(given, expected)) return;
+    authorize(await ctx.principal(), 'admin', undefined, 'GET /metrics');
   }
 
   /** This node's connections and activity per topic. */
@@ -293,7 +333,11 @@ export class BrokerNode {
       this.socketIo = new SocketIoTransport(this.broker, {
         maxFrameBytes,
         frameTimeoutMs: this.config.frameTimeoutMs,
-        authenticate: (req, token) => this.gate.authenticate(req, token),
+        authenticate: (req, token) =>
+          this.gate.authenticate(req, token).catch((err: unknown) => {
+            this.metrics.connectionRefused(MeshError.from(err).code);
+            throw err;
+          }),
         admit: (address) => this.gate.admit(address),
         originAllowed: (origin) => this.gate.originAllowed(origin),
         logger: this.logger,

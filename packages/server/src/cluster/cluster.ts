@@ -82,15 +82,25 @@ export class Cluster {
     // Leases held by this node's previous life (same node id) go back to their groups.
     await takeOverLeases(engine, this.link, nodeId, logger);
     this.membership.on('down', (record: NodeRecord) => {
-      logger.warn({ node: record.id, url: record.url }, 'node is down; taking over its leases');
-      const claim = `${keyPrefix}takeover:${record.id}:${record.startedAt}`;
-      takeOverLeases(engine, this.link, record.id, logger, claim).catch((err) =>
-        logger.error({ err, node: record.id }, 'taking over the leases of a down node failed'),
-      );
+      logger.warn({ peer: record.id, url: record.url }, 'node is down; taking over its leases');
+      this.takeOver(engine, record);
     });
-    this.membership.on('up', (record: NodeRecord) => logger.info({ node: record.id, url: record.url }, 'node is up'));
+    // A node that stopped cleanly released what it held itself; anything left goes back all the same.
+    this.membership.on('left', (record: NodeRecord) => {
+      logger.info({ peer: record.id, url: record.url }, 'node left the cluster');
+      this.takeOver(engine, record);
+    });
+    this.membership.on('up', (record: NodeRecord) => logger.info({ peer: record.id, url: record.url }, 'node is up'));
     await this.activity.start();
     await this.membership.start();
+  }
+
+  private takeOver(engine: Engine, record: NodeRecord): void {
+    const { logger, keyPrefix } = this.options;
+    const claim = `${keyPrefix}takeover:${record.id}:${record.startedAt}`;
+    takeOverLeases(engine, this.link, record.id, logger, claim).catch((err) =>
+      logger.error({ err, peer: record.id }, 'taking over the leases of a down node failed'),
+    );
   }
 
   /** Every known node, this one first, as last seen. */

@@ -37,8 +37,9 @@ export interface MembershipOptions<R extends MemberRecord> {
  * the newest keys) and the node keeps its last status. The last record a
  * down node wrote stays listed, marked down, until it is forgotten.
  *
- * Events: `down` (R) when a node that was up stops beating, `up`
- * (R) when one appears or comes back.
+ * Events: `down` (R) when a node that was up stops beating, `left` (R)
+ * when one stops cleanly (it marked itself down), `up` (R) when one appears
+ * or comes back.
  */
 export class Membership<R extends MemberRecord = MemberRecord> extends EventEmitter {
   private readonly heartbeatMs: number;
@@ -46,6 +47,8 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
   private readonly forgetAfterMs: number;
   private timer: NodeJS.Timeout | undefined;
   private view = new Map<string, R>();
+  /** Nodes whose last record says they stopped (written by their own stop()). */
+  private readonly leftCleanly = new Set<string>();
   private beating: Promise<void> | undefined;
   /**
    * Since when this node's own heartbeats have all succeeded, over one
@@ -143,6 +146,7 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
     const trusted = now - this.steady.since >= this.downAfterMs + this.heartbeatMs;
     const previous = this.view;
     const next = new Map<string, R>();
+    this.leftCleanly.clear();
     for (const [i, [id, json]] of entries.entries()) {
       let record: R;
       try {
@@ -150,6 +154,7 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
       } catch {
         continue;
       }
+      if (record.status === 'down') this.leftCleanly.add(id);
       if (alive[i] === null || alive[i] === undefined) {
         const before = previous.get(id);
         if (!trusted && before && before.status !== 'down') {
@@ -169,7 +174,9 @@ export class Membership<R extends MemberRecord = MemberRecord> extends EventEmit
     for (const record of next.values()) {
       if (record.id === self.id) continue;
       const before = previous.get(record.id);
-      if (record.status === 'down' && before && before.status !== 'down') this.emit('down', record);
+      // A node that stopped cleanly wrote its own record down (stop()); one that died just stopped beating.
+      const left = this.leftCleanly.has(record.id);
+      if (record.status === 'down' && before && before.status !== 'down') this.emit(left ? 'left' : 'down', record);
       if (record.status !== 'down' && (!before || before.status === 'down')) this.emit('up', record);
     }
   }

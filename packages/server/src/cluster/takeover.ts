@@ -20,6 +20,6 @@ export async function takeOverLeases(engine: Engine, link: RedisLink, nodeId: st
     if (won === null) return 0;
   }
   const released = await engine.releaseConsumers(`${nodeId}/`);
-  if (released > 0) logger.info({ node: nodeId, released }, 'took over the leases of a departed node');
+  if (released > 0) logger.info({ peer: nodeId, released }, 'took over the leases of a departed node');
   return released;
 }

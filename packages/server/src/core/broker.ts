@@ -19,6 +19,7 @@ import type { Connection } from './connection.js';
 import { FanoutSubscription } from './fanout-subscription.js';
 import { GroupDispatcher, type GroupMembership } from './group-dispatcher.js';
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from './limits.js';
+import type { BrokerObserver } from './observer.js';
 import { toMessageFrame } from './message-frame.js';
 import { type Opened, Session, type SessionContext } from './session.js';
 
@@ -42,6 +43,8 @@ export interface BrokerOptions {
    * authentication, where `auth` is refused.
    */
   authenticate?: (token: string) => Promise<Principal>;
+  /** Told of what the core does, for metrics. */
+  observer?: BrokerObserver;
 }
 
 export interface BrokerStats {
@@ -65,6 +68,7 @@ const NO_TOPIC_EPOCH = '';
 export class Broker implements SessionContext {
   readonly logger: Logger;
   readonly limits: ConnectionLimits;
+  readonly observer: BrokerObserver | undefined;
   private readonly engine: Engine;
   private readonly fanout = new Map<string, Set<FanoutSubscription>>();
   private readonly dispatchers = new Map<string, Map<string, GroupDispatcher>>();
@@ -82,6 +86,7 @@ export class Broker implements SessionContext {
     this.engine = options.engine;
     this.logger = options.logger;
     this.limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
+    this.observer = options.observer;
   }
 
   start(): void {
@@ -168,7 +173,10 @@ export class Broker implements SessionContext {
       throw new MeshError('payload_too_large', `'data' is ${size} bytes encoded; the limit is ${this.options.maxMessageBytes}`);
     }
     const outcome = await this.engine.publish(topic, data, key === undefined ? { json } : { key, json });
-    if (!outcome.duplicate) this.countIn(topic);
+    if (!outcome.duplicate) {
+      this.countIn(topic);
+      this.observer?.published(topic);
+    }
     return outcome;
   }
 
@@ -252,7 +260,10 @@ export class Broker implements SessionContext {
       connection,
       from,
       info.epoch,
-      (count) => this.countOut(count),
+      (message) => {
+        this.countOut(1);
+        this.observer?.delivered('fanout', topic, lagSeconds(message.ts));
+      },
       (err) => this.logger.error({ err, topic }, 'subscription delivery failed'),
     );
     let subs = this.fanout.get(topic);
@@ -330,8 +341,13 @@ export class Broker implements SessionContext {
   /** Acks (or, with `nackDelayMs`, nacks) a delivery leased to the membership's member. */
   async settle(actor: Principal, { dispatcher, member }: GroupMembership, offset: number, epoch: string | undefined, nackDelayMs?: number): Promise<void> {
     authorize(actor, 'consume', dispatcher.topic, nackDelayMs === undefined ? 'ack' : 'nack');
-    if (nackDelayMs === undefined) await dispatcher.ack(member, offset, epoch);
-    else await dispatcher.nack(member, offset, nackDelayMs, epoch);
+    if (nackDelayMs === undefined) {
+      await dispatcher.ack(member, offset, epoch);
+      this.observer?.acked(dispatcher.topic, dispatcher.group);
+    } else {
+      await dispatcher.nack(member, offset, nackDelayMs, epoch);
+      this.observer?.nacked(dispatcher.topic, dispatcher.group);
+    }
   }
 
   // ---- what this node holds ------------------------------------------------------
@@ -341,6 +357,13 @@ export class Broker implements SessionContext {
     for (const subs of this.fanout.values()) subscriptions += subs.size;
     for (const groups of this.dispatchers.values()) for (const d of groups.values()) subscriptions += d.size;
     return { connections: this.sessions.size, subscriptions, ...this.counters };
+  }
+
+  /** Open connections of this node by transport (`ws`, `socket.io`). */
+  connectionsByTransport(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const session of this.sessions) out[session.transport] = (out[session.transport] ?? 0) + 1;
+    return out;
   }
 
   /** Messages published through this node per topic since start (read-only view). */
@@ -408,8 +431,15 @@ export class Broker implements SessionContext {
         topic,
         group,
         this.engine,
-        (count) => this.countOut(count),
-        (err) => this.logger.error({ err, topic, group }, 'group dispatch failed'),
+        {
+          delivered: ({ message, delivery }) => {
+            this.countOut(1);
+            this.observer?.delivered('group', topic, lagSeconds(message.ts));
+            if (delivery > 1) this.observer?.redelivered(topic, group);
+          },
+          deadLettered: (count) => this.observer?.deadLettered(topic, group, count),
+          failed: (err) => this.logger.error({ err, topic, group }, 'group dispatch failed'),
+        },
       );
       groups.set(group, dispatcher);
     }
@@ -443,6 +473,11 @@ export class Broker implements SessionContext {
       this.logger.error({ err }, 'retention sweep failed');
     }
   }
+}
+
+/** Seconds from a message's storing to now (its delivery). */
+function lagSeconds(storedAt: number): number {
+  return Math.max(0, Date.now() - storedAt) / 1000;
 }
 
 /** What a topic that does not exist yet looks like to a reader: no epoch, nothing retained. */

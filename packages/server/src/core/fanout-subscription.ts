@@ -37,7 +37,7 @@ export class FanoutSubscription {
     private readonly connection: Connection,
     from: number,
     private epoch: string,
-    private readonly onDelivered: (count: number) => void,
+    private readonly onDelivered: (message: StoredMessage) => void,
     private readonly onError: (err: unknown) => void,
   ) {
     this.next = from;
@@ -77,7 +77,7 @@ export class FanoutSubscription {
     const { frame, encode } = sharedMessageFrame(message);
     this.connection.send(frame, encode);
     this.next = message.offset + 1;
-    this.onDelivered(1);
+    this.onDelivered(message);
   }
 
   /**

@@ -15,6 +15,16 @@ export interface GroupMember {
   readonly inflight: Map<number, number>;
 }
 
+/** What a dispatcher tells its owner. */
+export interface DispatchEvents {
+  /** A message went to a member (its `delivery` counts earlier ones). */
+  delivered(delivery: GroupDelivery): void;
+  /** A claim moved messages that reached maxDeliveries to the dead-letter topic. */
+  deadLettered(count: number): void;
+  /** Dispatch failed (storage unreachable); it is tried again. */
+  failed(err: unknown): void;
+}
+
 /** A connection's membership in a group, as the session holds it. */
 export interface GroupMembership {
   readonly dispatcher: GroupDispatcher;
@@ -47,8 +57,7 @@ export class GroupDispatcher {
     readonly topic: string,
     readonly group: string,
     private readonly engine: Engine,
-    private readonly onDelivered: (count: number) => void,
-    private readonly onError: (err: unknown) => void,
+    private readonly events: DispatchEvents,
   ) {}
 
   get size(): number {
@@ -112,7 +121,7 @@ export class GroupDispatcher {
             // start of the log, since nothing says what of it the group has processed (at least once).
             await this.engine.ensureGroup(this.topic, this.group, { startAt: 1 }).catch(() => undefined);
           } else {
-            this.onError(err);
+            this.events.failed(err);
           }
           // Nothing else may come to wake this group (a lease that ended while Redis was down): try again.
           this.schedule(Date.now() + this.retryMs);
@@ -148,6 +157,7 @@ export class GroupDispatcher {
       for (const [i, result] of results.entries()) {
         const member = hungry[i]!;
         if (result.nextDueAt !== undefined) this.schedule(result.nextDueAt);
+        if (result.deadLettered) this.events.deadLettered(result.deadLettered);
         for (const delivery of result.deliveries) this.deliver(member, delivery);
         delivered += result.deliveries.length;
         // Round-robin: a member just served goes to the back of the line (claims are served in line order).
@@ -164,13 +174,13 @@ export class GroupDispatcher {
   private deliver(member: GroupMember, delivery: GroupDelivery): void {
     if (this.members.get(member.consumer) !== member) {
       // The member left while the claim was in flight: hand the lease back.
-      void this.engine.release(this.topic, this.group, member.consumer).then(() => this.pump(), this.onError);
+      void this.engine.release(this.topic, this.group, member.consumer).then(() => this.pump(), (err) => this.events.failed(err));
       return;
     }
     member.inflight.set(delivery.message.offset, delivery.deadline);
     this.schedule(delivery.deadline);
     member.connection.send(toMessageFrame(delivery.message, { group: this.group, delivery: delivery.delivery }));
-    this.onDelivered(1);
+    this.events.delivered(delivery);
   }
 
   /** Drops leases whose deadline passed: the engine will redeliver those messages. */

@@ -21,6 +21,7 @@ import type { Connection } from './connection.js';
 import type { FanoutSubscription } from './fanout-subscription.js';
 import type { GroupMembership } from './group-dispatcher.js';
 import { type ConnectionLimits, HIGH_WATER_MARK, TokenBucket } from './limits.js';
+import type { BrokerObserver } from './observer.js';
 
 /** A subscription or membership the core opened, to start once the reply is sent. */
 export interface Opened<T> {
@@ -37,6 +38,7 @@ export interface Opened<T> {
 export interface SessionContext {
   readonly logger: Logger;
   readonly limits: ConnectionLimits;
+  readonly observer: BrokerObserver | undefined;
   hello(principal: Principal): HelloResult;
   /** Verifies a token; `bad_request` on a node without authentication. */
   authenticate(token: string): Promise<Principal>;
@@ -91,6 +93,11 @@ export class Session {
     this.watchExpiry();
   }
 
+  /** The transport the connection came by. */
+  get transport(): string {
+    return this.connection.transport;
+  }
+
   /** Who this connection acts as. */
   get sub(): string | null {
     return this.principal.sub;
@@ -110,14 +117,18 @@ export class Session {
       return;
     }
     this.inflight++;
+    const receivedAt = performance.now();
+    let publishing = false;
     try {
       const request = parseRequest(frame);
+      publishing = request.op === 'publish';
       const { result, afterReply } = await this.dispatch(request);
       this.send({ op: 'ok', id: request.id, ...result });
       afterReply?.();
     } catch (err) {
       this.sendError(id, err);
     } finally {
+      if (publishing) this.context.observer?.publishAnswered((performance.now() - receivedAt) / 1000);
       if (--this.inflight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     }
   }
@@ -141,6 +152,7 @@ export class Session {
   /** Sends an error frame; used by transports for frames that never decoded. */
   sendError(id: string | number | null, err: unknown): void {
     const error = MeshError.from(err);
+    this.context.observer?.refused(error.code);
     if (error.code === 'internal') this.context.logger.error({ err, session: this.id, sub: this.sub }, 'request failed');
     else if (error.code === 'forbidden') this.context.logger.info({ session: this.id, sub: this.sub, reason: error.message }, 'request denied');
     const frame: ServerFrame = { op: 'error', id, code: error.code, message: error.message };

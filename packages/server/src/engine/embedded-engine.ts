@@ -307,6 +307,11 @@ export class EmbeddedEngine implements Engine {
     return this.ensureTopicState(topic, record);
   }
 
+  async topicCount(): Promise<number> {
+    this.assertOpen();
+    return this.topics.size;
+  }
+
   async listTopics(): Promise<TopicInfo[]> {
     this.assertOpen();
     return [...this.topics.values()].map((info) => ({ ...info })).sort((a, b) => a.topic.localeCompare(b.topic));
@@ -444,6 +449,7 @@ export class EmbeddedEngine implements Engine {
     const deliveries: GroupDelivery[] = [];
     const changed: PendingEntry[] = [];
     const dropped: number[] = [];
+    let deadLettered = 0;
     // Memory changes first (claims of one turn must not interleave); a write that fails undoes them.
     const undo: Array<() => void> = [];
     const { cursor, redeliveries } = state;
@@ -463,6 +469,7 @@ export class EmbeddedEngine implements Engine {
       if (entry.delivery >= state.maxDeliveries) {
         state.pending.delete(entry.offset);
         void this.deadLetter(state, entry, message, now);
+        deadLettered++;
         continue;
       }
       const before = { ...entry };
@@ -506,6 +513,7 @@ export class EmbeddedEngine implements Engine {
       });
     }
     const result: ClaimResult = { deliveries };
+    if (deadLettered > 0) result.deadLettered = deadLettered;
     const nextDueAt = this.nextDueAt(state, now);
     if (nextDueAt !== undefined) result.nextDueAt = nextDueAt;
     return result;

@@ -145,6 +145,8 @@ export interface GroupDelivery {
 
 export interface ClaimResult {
   deliveries: GroupDelivery[];
+  /** Messages this claim moved to the dead-letter topic (they had reached maxDeliveries). */
+  deadLettered?: number;
   /**
    * Earliest time at which a pending entry of this group becomes deliverable
    * again (lease expiry or nack delay), or undefined when none is waiting.
@@ -186,6 +188,8 @@ export interface Engine {
    */
   topicInfo(topic: string): Promise<TopicInfo | undefined>;
   listTopics(): Promise<TopicInfo[]>;
+  /** How many topics the store holds (dead-letter topics included), without listing them. */
+  topicCount(): Promise<number>;
   /** Removes messages the topic's retention no longer keeps; returns how many. */
   enforceRetention(topic: string): Promise<number>;
   /**

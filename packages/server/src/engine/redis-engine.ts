@@ -306,6 +306,11 @@ export class RedisEngine implements Engine {
     return { topic, epoch, epochs: history, first, last, count: Math.max(0, last - first + 1) };
   }
 
+  async topicCount(): Promise<number> {
+    this.assertOpen();
+    return Number(await this.link.command(['SCARD', this.registryKey]));
+  }
+
   async listTopics(): Promise<TopicInfo[]> {
     this.assertOpen();
     const names = await this.link.command<string[]>(['SMEMBERS', this.registryKey]);
@@ -557,7 +562,7 @@ export class RedisEngine implements Engine {
     const dlqTopic = deadLetterTopicOf(topic);
     const dlq = this.keys(dlqTopic);
     if (!this.registered.has(dlqTopic)) await this.register(dlqTopic);
-    const [entries, nextDue, epoch] = await this.link.eval<[Array<[string, string[], number, number]>, number, string]>(
+    const [entries, nextDue, epoch, deadLettered] = await this.link.eval<[Array<[string, string[], number, number]>, number, string, number]>(
       CLAIM,
       [k.log, k.meta, k.group, k.leases, dlq.meta, dlq.log],
       [group, consumer, max, now, CLAIM_SCAN, newEpoch(), this.retention(dlqTopic).maxMessages, dlq.live, topic, this.restartsLose],
@@ -570,6 +575,7 @@ export class RedisEngine implements Engine {
       })),
     };
     if (Number(nextDue) >= 0) result.nextDueAt = Number(nextDue);
+    if (Number(deadLettered) > 0) result.deadLettered = Number(deadLettered);
     return result;
   }
 

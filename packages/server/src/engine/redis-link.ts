@@ -355,7 +355,7 @@ export function fieldsOf(reply: unknown): Record<string, string> {
 /** Commands whose first argument after the name is a key, for routing on Redis Cluster. */
 function keyOf(args: Array<string | number>): string | undefined {
   const name = String(args[0]).toUpperCase();
-  if (['XRANGE', 'HMGET', 'SADD', 'SMEMBERS', 'SET', 'HSET', 'HGETALL', 'HDEL', 'DEL', 'GET'].includes(name)) return String(args[1]);
+  if (['XRANGE', 'HMGET', 'SADD', 'SMEMBERS', 'SCARD', 'SET', 'HSET', 'HGETALL', 'HDEL', 'DEL', 'GET'].includes(name)) return String(args[1]);
   if (name === 'XINFO' || name === 'XGROUP') return String(args[2]);
   return undefined;
 }

@@ -252,7 +252,7 @@ return 1
  * KEYS: log, meta, group hash, leases hash, dlq meta, dlq log.
  * ARGV: group, consumer, max, now, scan limit, dlq new epoch, dlq max
  * messages, dlq channel, topic, '1' when a restart may lose writes.
- * Returns {{{id, fields, delivery, deadline}...}, nextDueAt or -1, the topic's epoch}.
+ * Returns {{{id, fields, delivery, deadline}...}, nextDueAt or -1, the topic's epoch, dead-lettered count}.
  */
 export const CLAIM = luaScript(`${FENCE_LIB}${APPEND}
 local settings = redis.call('HMGET', KEYS[3], 'ackWaitMs', 'maxDeliveries')
@@ -262,6 +262,7 @@ end
 local ackWait, maxDeliveries = tonumber(settings[1]), tonumber(settings[2])
 local max, now = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
+local deadLettered = 0
 local nextDue = -1
 local function later(t)
   if nextDue < 0 or t < nextDue then nextDue = t end
@@ -293,6 +294,7 @@ for _, p in ipairs(pending) do
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('HDEL', KEYS[4], 'd:' .. id, 'f:' .. id)
       redis.call('HINCRBY', KEYS[3], 'deadLettered', 1)
+      deadLettered = deadLettered + 1
     else
       redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
       local deadline = now + ackWait
@@ -314,7 +316,7 @@ if #out < max then
     end
   end
 end
-return {out, nextDue, redis.call('HGET', KEYS[2], 'epoch') or ''}
+return {out, nextDue, redis.call('HGET', KEYS[2], 'epoch') or '', deadLettered}
 `);
 
 /**

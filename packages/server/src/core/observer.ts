@@ -1,0 +1,23 @@
+import type { ErrorCode } from '@meshmq/shared';
+
+/**
+ * What the core reports as it works, for the node's metrics (metrics.ts
+ * implements it). Calls are cheap and synchronous; the core never waits for
+ * an observer.
+ */
+export interface BrokerObserver {
+  /** A publish was stored (not a duplicate). */
+  published(topic: string): void;
+  /** A publish request was answered, `seconds` after its frame arrived (ok or error). */
+  publishAnswered(seconds: number): void;
+  /** A message went to a fan-out subscriber or a group member, `lagSeconds` after it was stored. */
+  delivered(kind: 'fanout' | 'group', topic: string, lagSeconds: number): void;
+  /** A group delivery beyond the first of a message. */
+  redelivered(topic: string, group: string): void;
+  acked(topic: string, group: string): void;
+  nacked(topic: string, group: string): void;
+  /** Messages a group's claim moved to the dead-letter topic. */
+  deadLettered(topic: string, group: string, count: number): void;
+  /** A request was answered with an error. */
+  refused(code: ErrorCode): void;
+}
