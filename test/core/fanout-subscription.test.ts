@@ -21,7 +21,7 @@ async function subscribe(engine: EmbeddedEngine, connection: FakeConnection, top
     connection,
     from ?? last + 1,
     info?.epoch ?? '',
-    (count) => (delivered.count += count),
+    () => (delivered.count += 1),
     (err) => errors.push(err),
   );
   const stop = engine.onMessage((message) => {

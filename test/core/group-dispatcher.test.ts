@@ -21,13 +21,11 @@ async function dispatcherFor(engine: EmbeddedEngine, topic: string, ackWaitMs = 
   await engine.ensureGroup(topic, GROUP, { startAt: 1, ackWaitMs });
   const errors: unknown[] = [];
   const overfull: string[] = [];
-  const dispatcher = new GroupDispatcher(
-    topic,
-    GROUP,
-    engine,
-    () => undefined,
-    (err) => errors.push(err),
-  );
+  const dispatcher = new GroupDispatcher(topic, GROUP, engine, {
+    delivered: () => undefined,
+    deadLettered: () => undefined,
+    failed: (err) => errors.push(err),
+  });
   const stop = engine.onMessage((message) => {
     if (message.topic === topic) dispatcher.pump();
   });

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULTS, MeshError } from '@meshmq/shared';
+import { DEFAULT_ALARM_THRESHOLDS } from './alarms.js';
 import type { AuthOptions } from './auth/token-verifier.js';
 import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
 import type { RetentionPolicy } from './engine/engine.js';
@@ -31,6 +32,12 @@ export interface NodeConfig {
   logLevel: string;
   /** `json` lines, `pretty` readable lines, or `auto`: pretty on a terminal. */
   logFormat: LogFormat;
+  /** The data disk is nearly full (an alarm) below this share of it free. */
+  alarmDiskFree: number;
+  /** Memory is high (an alarm) past this share of the node's limit. */
+  alarmMemory: number;
+  /** A group falls behind (an alarm) when its oldest pending delivery is older than this. */
+  alarmGroupAgeMs: number;
   /** Topics that get their own `topic` label in the metrics; the rest are summed as `_other`. */
   metricsTopics: number;
   /** A bearer token that may read `/metrics` (for Prometheus) on a node with authentication; empty for none. */
@@ -148,6 +155,12 @@ function parseHostList(value: string): string[] {
 }
 
 export type Transport = 'ws' | 'socket.io';
+
+const ratio = (name: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new MeshError('bad_request', `${name}: expected a share from 0 to 1, got '${value}'`);
+  return n;
+};
 
 function parseLogFormat(value: string): LogFormat {
   if (value === 'auto' || value === 'json' || value === 'pretty') return value;
@@ -267,7 +280,34 @@ const OPTIONS: OptionSpec[] = [
     parse: duration('retention-sweep'),
   },
   { flag: 'log-level', env: 'LOG_LEVEL', key: 'logLevel', help: 'fatal, error, warn, info, debug or trace (default info)', parse: String },
-  { flag: 'log-format', env: 'LOG_FORMAT', key: 'logFormat', help: 'json, pretty, or auto: pretty on a terminal, JSON otherwise (default auto)', parse: parseLogFormat },
+  {
+    flag: 'log-format',
+    env: 'LOG_FORMAT',
+    key: 'logFormat',
+    help: 'json, pretty, or auto: pretty on a terminal, JSON otherwise (default auto)',
+    parse: parseLogFormat,
+  },
+  {
+    flag: 'alarm-disk-free',
+    env: 'ALARM_DISK_FREE',
+    key: 'alarmDiskFree',
+    help: `raise the disk alarm below this share of the data disk free, 0-1 (default ${DEFAULT_ALARM_THRESHOLDS.diskFreeRatio})`,
+    parse: ratio('alarm-disk-free'),
+  },
+  {
+    flag: 'alarm-memory',
+    env: 'ALARM_MEMORY',
+    key: 'alarmMemory',
+    help: `raise the memory alarm past this share of the node's memory limit, 0-1 (default ${DEFAULT_ALARM_THRESHOLDS.memoryRatio})`,
+    parse: ratio('alarm-memory'),
+  },
+  {
+    flag: 'alarm-group-age',
+    env: 'ALARM_GROUP_AGE',
+    key: 'alarmGroupAgeMs',
+    help: 'raise a group alarm when a delivery of the group has been pending longer than this (default 5m)',
+    parse: duration('alarm-group-age'),
+  },
   {
     flag: 'metrics-topics',
     env: 'METRICS_TOPICS',
@@ -483,6 +523,9 @@ function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
     retentionSweepMs: 10_000,
     logLevel: 'info',
     logFormat: 'auto',
+    alarmDiskFree: DEFAULT_ALARM_THRESHOLDS.diskFreeRatio,
+    alarmMemory: DEFAULT_ALARM_THRESHOLDS.memoryRatio,
+    alarmGroupAgeMs: DEFAULT_ALARM_THRESHOLDS.groupAgeMs,
     metricsTopics: DEFAULT_LABELLED_TOPICS,
     metricsToken: '',
     transports: ['ws', 'socket.io'],

@@ -1,5 +1,5 @@
 import { statfs } from 'node:fs/promises';
-import type { ErrorCode } from '@meshmq/shared';
+import type { ErrorCode, GroupInfo, RequestOp } from '@meshmq/shared';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BrokerObserver } from './core/observer.js';
 import type { Engine } from './engine/engine.js';
@@ -27,6 +27,8 @@ export interface MetricsSources {
   clusterNodesUp?: () => number;
   /** The embedded engine's data directory, for the free space left on its disk. */
   dataDir?: string;
+  /** The node's active alarms. */
+  alarms?: () => Array<{ id: string; severity: string }>;
 }
 
 /**
@@ -66,7 +68,7 @@ export class NodeMetrics implements BrokerObserver {
   private readonly nackedTotal: Counter<'topic'>;
   private readonly redeliveredTotal: Counter<'topic'>;
   private readonly deadLetteredTotal: Counter<'topic'>;
-  private readonly refusedTotal: Counter<'code'>;
+  private readonly refusedTotal: Counter<'op' | 'code'>;
   private readonly connectionsRefusedTotal: Counter<'code'>;
   private readonly publishDuration: Histogram;
   private readonly deliveryLag: Histogram<'kind'>;
@@ -112,29 +114,37 @@ export class NodeMetrics implements BrokerObserver {
         this.set(await sources.engine.topicCount().catch(() => Number.NaN));
       },
     });
+    // One read of the groups of the labelled topics per scrape serves both group gauges.
     const labels = this.labels;
-    const pending = new Gauge({
+    let scrape: Promise<GroupInfo[]> | undefined;
+    const groupsOfScrape = () => {
+      scrape ??= (async () => {
+        const rows: GroupInfo[] = [];
+        for (const topic of labels.topics) rows.push(...(await sources.engine.listGroups(topic).catch(() => [])));
+        return rows;
+      })().finally(() => setImmediate(() => (scrape = undefined)));
+      return scrape;
+    };
+    new Gauge({
       name: 'meshmq_group_pending',
       help: 'Deliveries of a group not yet acked (or waiting for redelivery), for topics with their own label.',
       labelNames: ['topic', 'group'],
       registers,
+      async collect() {
+        const rows = await groupsOfScrape();
+        this.reset();
+        for (const g of rows) this.set({ topic: g.topic, group: g.group }, g.pending);
+      },
     });
     new Gauge({
       name: 'meshmq_group_oldest_pending_seconds',
       help: 'Age of the oldest pending delivery of a group, 0 when none, for topics with their own label.',
       labelNames: ['topic', 'group'],
       registers,
-      // One read of the groups of the labelled topics serves both gauges.
       async collect() {
+        const rows = await groupsOfScrape();
         this.reset();
-        pending.reset();
-        for (const topic of labels.topics) {
-          const groups = await sources.engine.listGroups(topic).catch(() => []);
-          for (const g of groups) {
-            pending.set({ topic, group: g.group }, g.pending);
-            this.set({ topic, group: g.group }, g.pending > 0 ? g.oldestPendingMs / 1000 : 0);
-          }
-        }
+        for (const g of rows) this.set({ topic: g.topic, group: g.group }, g.pending > 0 ? g.oldestPendingMs / 1000 : 0);
       },
     });
     if (sources.redisUp) {
@@ -172,7 +182,26 @@ export class NodeMetrics implements BrokerObserver {
       });
     }
 
-    this.publishedTotal = new Counter({ name: 'meshmq_messages_published_total', help: 'Messages stored by publishes through this node (duplicates not counted).', labelNames: ['topic'], registers });
+    if (sources.alarms) {
+      const alarms = sources.alarms;
+      new Gauge({
+        name: 'meshmq_alarms',
+        help: 'Active alarms of the node, by kind and severity (docs/operations.md).',
+        labelNames: ['kind', 'severity'],
+        registers,
+        collect() {
+          this.reset();
+          for (const alarm of alarms()) this.inc({ kind: alarm.id.split(':', 1)[0]!, severity: alarm.severity });
+        },
+      });
+    }
+
+    this.publishedTotal = new Counter({
+      name: 'meshmq_messages_published_total',
+      help: 'Messages stored by publishes through this node (duplicates not counted).',
+      labelNames: ['topic'],
+      registers,
+    });
     this.deliveredTotal = new Counter({
       name: 'meshmq_messages_delivered_total',
       help: 'Messages this node sent to subscribers (kind fanout) and group members (kind group).',
@@ -180,7 +209,12 @@ export class NodeMetrics implements BrokerObserver {
       registers,
     });
     this.ackedTotal = new Counter({ name: 'meshmq_messages_acked_total', help: 'Group deliveries acked through this node.', labelNames: ['topic'], registers });
-    this.nackedTotal = new Counter({ name: 'meshmq_messages_nacked_total', help: 'Group deliveries nacked through this node.', labelNames: ['topic'], registers });
+    this.nackedTotal = new Counter({
+      name: 'meshmq_messages_nacked_total',
+      help: 'Group deliveries nacked through this node.',
+      labelNames: ['topic'],
+      registers,
+    });
     this.redeliveredTotal = new Counter({
       name: 'meshmq_messages_redelivered_total',
       help: 'Group deliveries beyond the first of a message, sent by this node.',
@@ -193,7 +227,12 @@ export class NodeMetrics implements BrokerObserver {
       labelNames: ['topic'],
       registers,
     });
-    this.refusedTotal = new Counter({ name: 'meshmq_requests_refused_total', help: 'Requests answered with an error, by error code.', labelNames: ['code'], registers });
+    this.refusedTotal = new Counter({
+      name: 'meshmq_requests_refused_total',
+      help: "Requests answered with an error, by request op ('unknown' for frames naming none) and error code.",
+      labelNames: ['op', 'code'],
+      registers,
+    });
     this.connectionsRefusedTotal = new Counter({
       name: 'meshmq_connections_refused_total',
       help: 'Connections refused at the handshake (token, origin, host, limits), by error code.',
@@ -249,8 +288,8 @@ export class NodeMetrics implements BrokerObserver {
     this.deadLetteredTotal.inc({ topic: this.labels.of(topic) }, count);
   }
 
-  refused(code: ErrorCode): void {
-    this.refusedTotal.inc({ code });
+  refused(op: RequestOp | 'unknown', code: ErrorCode): void {
+    this.refusedTotal.inc({ op, code });
   }
 
   /** A handshake the gate refused. */

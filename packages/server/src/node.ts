@@ -3,9 +3,10 @@ import { existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { type ClusterStats, MeshError, type NodeActivity } from '@meshmq/shared';
+import { type AlarmsResponse, type ClusterStats, MeshError, type NodeActivity } from '@meshmq/shared';
 import type { Logger } from 'pino';
 import { adminRoutes, localActivity } from './admin-api.js';
+import { Alarms } from './alarms.js';
 import { TokenVerifier } from './auth/token-verifier.js';
 import { totalsOf } from './cluster/activity.js';
 import type { Cluster } from './cluster/cluster.js';
@@ -13,6 +14,7 @@ import { authOptionsOf, type NodeConfig, retentionResolver } from './config.js';
 import { authorize, type Principal } from './core/access.js';
 import { Broker } from './core/broker.js';
 import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
+import { allOf } from './core/observer.js';
 import type { Engine } from './engine/engine.js';
 import { Gate, isLoopback, refuseUpgrade, tokenOf } from './gate.js';
 import { createHttpHandler, type RouteContext, sendJson } from './http-handler.js';
@@ -55,6 +57,7 @@ export class BrokerNode {
   readonly cluster: Cluster | undefined;
   readonly gate: Gate;
   readonly metrics: NodeMetrics;
+  readonly alarms: Alarms;
   private readonly server: Server;
   private ws: WsTransport | undefined;
   private socketIo: SocketIoTransport | undefined;
@@ -78,12 +81,27 @@ export class BrokerNode {
     });
     this.engine = storage.engine;
     this.cluster = storage.cluster;
+    this.alarms = new Alarms(
+      {
+        engine: this.engine,
+        localGroups: () => this.broker.localGroups(),
+        logger: this.logger,
+        ...(this.cluster
+          ? {
+              redisState: () => this.cluster!.report().state,
+              redisPersists: () => this.cluster!.report().durability?.survives.processKill,
+            }
+          : { dataDir: config.dataDir }),
+      },
+      { diskFreeRatio: config.alarmDiskFree, memoryRatio: config.alarmMemory, groupAgeMs: config.alarmGroupAgeMs },
+    );
     this.metrics = new NodeMetrics(
       {
         node: config.nodeId,
         version: VERSION,
         engine: this.engine,
         connections: () => this.broker.connectionsByTransport(),
+        alarms: () => this.alarms.list(),
         subscriptions: () => this.broker.stats().subscriptions,
         ...(this.cluster
           ? {
@@ -111,7 +129,7 @@ export class BrokerNode {
         publishBurst: config.maxPublishRate,
       },
       ...(verify ? { authenticate: verify } : {}),
-      observer: this.metrics,
+      observer: allOf(this.metrics, { deadLettered: (topic, _group, count) => this.alarms.deadLettered(topic, count) }),
     });
     this.gate = new Gate({
       limits: { maxConnections: config.maxConnections, maxConnectionsPerAddress: config.maxConnectionsPerAddress },
@@ -139,6 +157,10 @@ export class BrokerNode {
           await this.authorizeMetrics(ctx);
           const { contentType, body } = await this.metrics.text();
           return { status: 200, body, contentType };
+        },
+        'GET /api/alarms': async ({ principal }) => {
+          authorize(await principal(), 'admin', undefined, 'GET /api/alarms');
+          return { status: 200, body: { node: config.nodeId, alarms: this.alarms.list() } satisfies AlarmsResponse };
         },
         'GET /api/cluster/stats': async ({ principal }) => {
           authorize(await principal(), 'admin', undefined, 'GET /api/cluster/stats');
@@ -319,6 +341,7 @@ export class BrokerNode {
     await this.cluster?.start(this.engine);
     this.broker.start();
     this.stats.start();
+    this.alarms.start();
     const maxFrameBytes = this.config.maxMessageBytes * 2 + FRAME_OVERHEAD_BYTES;
     if (this.config.transports.includes('ws')) {
       this.ws = new WsTransport(this.broker, {
@@ -378,6 +401,7 @@ export class BrokerNode {
       await new Promise<void>((resolve) => this.server.close(() => resolve()));
       await this.broker.close();
       this.stats.stop();
+      this.alarms.stop();
       await this.engine.close();
       await this.cluster?.close();
       this.logger.info('MeshMQ node stopped');

@@ -303,3 +303,22 @@ export interface ClusterStats {
 export function countOf(record: Readonly<Record<string, number>>, key: string): number {
   return Object.hasOwn(record, key) ? (record[key] ?? 0) : 0;
 }
+
+/** A condition an operator must hear about, raised by a node (docs/operations.md lists them). */
+export interface Alarm {
+  /** Stable id: the kind (`redis_down`, `redis_not_persistent`, `disk_nearly_full`, `memory_high`), or the kind and what it is about (`dead_letters:<topic>`, `group_behind:<topic>:<group>`). */
+  id: string;
+  severity: 'critical' | 'warning';
+  /** What is wrong, in one sentence. */
+  summary: string;
+  /** What to do about it. */
+  action: string;
+  /** When it was raised (ms since the Unix epoch). */
+  since: number;
+}
+
+/** `GET /api/alarms`: this node's active alarms, oldest first. */
+export interface AlarmsResponse {
+  node: string;
+  alarms: Alarm[];
+}

@@ -182,6 +182,13 @@ export function requestIdOf(frame: unknown): RequestId | null {
   return parsed.success ? parsed.data : null;
 }
 
+/** The op of a frame that may be invalid when it names a known request, else 'unknown' (metrics never carry a client's string). */
+export function requestOpOf(frame: unknown): RequestOp | 'unknown' {
+  if (frame === null || typeof frame !== 'object') return 'unknown';
+  const op = (frame as Record<string, unknown>).op;
+  return isRequestOp(op) ? op : 'unknown';
+}
+
 /**
  * Validates a decoded frame. Throws a `bad_request` MeshError naming the first
  * problem; never returns a partially valid request.

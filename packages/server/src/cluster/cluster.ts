@@ -76,7 +76,7 @@ export class Cluster {
    * takes over the leases of nodes that go down.
    */
   async start(engine: Engine): Promise<void> {
-    const { logger, nodeId, keyPrefix } = this.options;
+    const { logger, nodeId } = this.options;
     this.durability = await describeRedisDurability(this.link, this.options.waitReplicas);
     logger[this.durability.survives.hostCrash ? 'info' : 'warn']({ durability: this.durability }, `Redis durability: ${this.durability.summary}`);
     // Leases held by this node's previous life (same node id) go back to their groups.

@@ -19,8 +19,8 @@ import type { Connection } from './connection.js';
 import { FanoutSubscription } from './fanout-subscription.js';
 import { GroupDispatcher, type GroupMembership } from './group-dispatcher.js';
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from './limits.js';
-import type { BrokerObserver } from './observer.js';
 import { toMessageFrame } from './message-frame.js';
+import type { BrokerObserver } from './observer.js';
 import { type Opened, Session, type SessionContext } from './session.js';
 
 export interface BrokerOptions {
@@ -359,6 +359,13 @@ export class Broker implements SessionContext {
     return { connections: this.sessions.size, subscriptions, ...this.counters };
   }
 
+  /** The groups that have members on this node. */
+  localGroups(): Array<{ topic: string; group: string }> {
+    const out: Array<{ topic: string; group: string }> = [];
+    for (const [topic, groups] of this.dispatchers) for (const group of groups.keys()) out.push({ topic, group });
+    return out;
+  }
+
   /** Open connections of this node by transport (`ws`, `socket.io`). */
   connectionsByTransport(): Record<string, number> {
     const out: Record<string, number> = {};
@@ -427,20 +434,15 @@ export class Broker implements SessionContext {
     if (!groups) this.dispatchers.set(topic, (groups = new Map()));
     let dispatcher = groups.get(group);
     if (!dispatcher) {
-      dispatcher = new GroupDispatcher(
-        topic,
-        group,
-        this.engine,
-        {
-          delivered: ({ message, delivery }) => {
-            this.countOut(1);
-            this.observer?.delivered('group', topic, lagSeconds(message.ts));
-            if (delivery > 1) this.observer?.redelivered(topic, group);
-          },
-          deadLettered: (count) => this.observer?.deadLettered(topic, group, count),
-          failed: (err) => this.logger.error({ err, topic, group }, 'group dispatch failed'),
+      dispatcher = new GroupDispatcher(topic, group, this.engine, {
+        delivered: ({ message, delivery }) => {
+          this.countOut(1);
+          this.observer?.delivered('group', topic, lagSeconds(message.ts));
+          if (delivery > 1) this.observer?.redelivered(topic, group);
         },
-      );
+        deadLettered: (count) => this.observer?.deadLettered(topic, group, count),
+        failed: (err) => this.logger.error({ err, topic, group }, 'group dispatch failed'),
+      });
       groups.set(group, dispatcher);
     }
     return dispatcher;

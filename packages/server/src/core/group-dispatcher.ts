@@ -174,7 +174,10 @@ export class GroupDispatcher {
   private deliver(member: GroupMember, delivery: GroupDelivery): void {
     if (this.members.get(member.consumer) !== member) {
       // The member left while the claim was in flight: hand the lease back.
-      void this.engine.release(this.topic, this.group, member.consumer).then(() => this.pump(), (err) => this.events.failed(err));
+      void this.engine.release(this.topic, this.group, member.consumer).then(
+        () => this.pump(),
+        (err) => this.events.failed(err),
+      );
       return;
     }
     member.inflight.set(delivery.message.offset, delivery.deadline);

@@ -1,4 +1,4 @@
-import type { ErrorCode } from '@meshmq/shared';
+import type { ErrorCode, RequestOp } from '@meshmq/shared';
 
 /**
  * What the core reports as it works, for the node's metrics (metrics.ts
@@ -18,6 +18,25 @@ export interface BrokerObserver {
   nacked(topic: string, group: string): void;
   /** Messages a group's claim moved to the dead-letter topic. */
   deadLettered(topic: string, group: string, count: number): void;
-  /** A request was answered with an error. */
-  refused(code: ErrorCode): void;
+  /** A request was answered with an error; `op` is 'unknown' for frames that name no known request. */
+  refused(op: RequestOp | 'unknown', code: ErrorCode): void;
+}
+
+/** One observer that tells every one of `observers` that has the method. */
+export function allOf(...observers: Array<Partial<BrokerObserver>>): BrokerObserver {
+  const each =
+    <K extends keyof BrokerObserver>(name: K) =>
+    (...args: Parameters<BrokerObserver[K]>) => {
+      for (const observer of observers) (observer[name] as ((...a: Parameters<BrokerObserver[K]>) => void) | undefined)?.apply(observer, args);
+    };
+  return {
+    published: each('published'),
+    publishAnswered: each('publishAnswered'),
+    delivered: each('delivered'),
+    redelivered: each('redelivered'),
+    acked: each('acked'),
+    nacked: each('nacked'),
+    deadLettered: each('deadLettered'),
+    refused: each('refused'),
+  };
 }

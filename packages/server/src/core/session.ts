@@ -10,7 +10,9 @@ import {
   type PublishResult,
   parseRequest,
   type Request,
+  type RequestOp,
   requestIdOf,
+  requestOpOf,
   type ServerFrame,
   type SubscribeRequest,
   type SubscribeResult,
@@ -109,26 +111,26 @@ export class Session {
    */
   async handleFrame(frame: unknown): Promise<void> {
     const id = requestIdOf(frame);
+    const op = requestOpOf(frame);
     if (this.inflight >= this.context.limits.maxInflight) {
       this.sendError(
         id,
         new MeshError('rate_limited', `${this.inflight} requests of this connection are unanswered, the limit; wait for replies`, { retryAfterMs: 100 }),
+        op,
       );
       return;
     }
     this.inflight++;
     const receivedAt = performance.now();
-    let publishing = false;
     try {
       const request = parseRequest(frame);
-      publishing = request.op === 'publish';
       const { result, afterReply } = await this.dispatch(request);
       this.send({ op: 'ok', id: request.id, ...result });
       afterReply?.();
     } catch (err) {
-      this.sendError(id, err);
+      this.sendError(id, err, op);
     } finally {
-      if (publishing) this.context.observer?.publishAnswered((performance.now() - receivedAt) / 1000);
+      if (op === 'publish') this.context.observer?.publishAnswered((performance.now() - receivedAt) / 1000);
       if (--this.inflight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     }
   }
@@ -150,9 +152,9 @@ export class Session {
   }
 
   /** Sends an error frame; used by transports for frames that never decoded. */
-  sendError(id: string | number | null, err: unknown): void {
+  sendError(id: string | number | null, err: unknown, op: RequestOp | 'unknown' = 'unknown'): void {
     const error = MeshError.from(err);
-    this.context.observer?.refused(error.code);
+    this.context.observer?.refused(op, error.code);
     if (error.code === 'internal') this.context.logger.error({ err, session: this.id, sub: this.sub }, 'request failed');
     else if (error.code === 'forbidden') this.context.logger.info({ session: this.id, sub: this.sub, reason: error.message }, 'request denied');
     const frame: ServerFrame = { op: 'error', id, code: error.code, message: error.message };
