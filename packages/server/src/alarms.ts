@@ -1,8 +1,8 @@
 import { statfs } from 'node:fs/promises';
-import { totalmem } from 'node:os';
 import type { Alarm } from '@meshmq/shared';
 import type { Logger } from 'pino';
 import type { Engine } from './engine/engine.js';
+import { memoryLimit } from './memory-limit.js';
 
 export type { Alarm };
 
@@ -175,12 +175,6 @@ export class Alarms {
     for (const id of this.active.keys()) if (!next.has(id)) this.sources.logger.info({ alarm: id }, 'alarm cleared');
     this.active = next;
   }
-}
-
-/** The memory the node may use: its cgroup's limit when it has one, else the machine's. */
-function memoryLimit(): number {
-  const constrained = process.constrainedMemory?.() ?? 0;
-  return constrained > 0 && constrained < Number.MAX_SAFE_INTEGER ? constrained : totalmem();
 }
 
 function formatBytes(bytes: number): string {

@@ -491,8 +491,12 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'auth-audience', env: 'AUTH_AUDIENCE', key: 'authAudience', help: 'tokens must carry this aud (default: not checked)', parse: String },
 ];
 
+const FLAG_COLUMN = 33;
+
 function line(flag: string, env: string, help: string): string {
-  return `  ${flag.padEnd(33)}${help} [${env}]`;
+  // A flag too long for its column gets a line of its own.
+  const lead = flag.length < FLAG_COLUMN ? flag.padEnd(FLAG_COLUMN) : `${flag}\n${' '.repeat(FLAG_COLUMN + 2)}`;
+  return `  ${lead}${help} [${env}]`;
 }
 
 export const HELP = `Usage: meshmq [options]

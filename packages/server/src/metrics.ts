@@ -3,11 +3,15 @@ import type { ErrorCode, GroupInfo, RequestOp } from '@meshmq/shared';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BrokerObserver } from './core/observer.js';
 import type { Engine } from './engine/engine.js';
+import { memoryLimit } from './memory-limit.js';
 
 /** Topics that get their own `topic` label by default; the rest are summed under {@link OTHER_TOPICS}. */
 export const DEFAULT_LABELLED_TOPICS = 100;
 /** The `topic` label of every topic past the labelled ones. */
 export const OTHER_TOPICS = '_other';
+
+/** prom-client default gauges whose `_total` suffix breaks Prometheus naming; `nodejs_active_{handles,requests,resources}` remain. */
+const MISNAMED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 /** Buckets of publish durations (frame received to durable reply), in seconds. */
 const PUBLISH_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -23,6 +27,8 @@ export interface MetricsSources {
   subscriptions: () => number;
   /** Whether the node's Redis link is up; undefined without Redis. */
   redisUp?: () => boolean;
+  /** What an acknowledged publish survives with this Redis; undefined without Redis or before it is known. */
+  redisSurvives?: () => { processKill: boolean; hostCrash: boolean; failover: boolean } | undefined;
   /** Nodes of the cluster that are up; undefined without a cluster. */
   clusterNodesUp?: () => number;
   /** The embedded engine's data directory, for the free space left on its disk. */
@@ -77,6 +83,8 @@ export class NodeMetrics implements BrokerObserver {
     this.labels = new TopicLabels(labelledTopics);
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
+    // Gauges named like counters fail `promtool check metrics`; each is the sum of a by-type gauge that stays.
+    for (const name of MISNAMED_DEFAULT_METRICS) this.registry.removeSingleMetric(name);
 
     new Gauge({
       name: 'meshmq_info',
@@ -158,6 +166,23 @@ export class NodeMetrics implements BrokerObserver {
         },
       });
     }
+    if (sources.redisSurvives) {
+      const survives = sources.redisSurvives;
+      new Gauge({
+        name: 'meshmq_redis_survives',
+        help: "1 when Redis's settings let an acknowledged publish survive the event (process_kill, host_crash, failover), else 0; absent until known.",
+        labelNames: ['event'],
+        registers,
+        collect() {
+          this.reset();
+          const known = survives();
+          if (!known) return;
+          this.set({ event: 'process_kill' }, known.processKill ? 1 : 0);
+          this.set({ event: 'host_crash' }, known.hostCrash ? 1 : 0);
+          this.set({ event: 'failover' }, known.failover ? 1 : 0);
+        },
+      });
+    }
     if (sources.clusterNodesUp) {
       const count = sources.clusterNodesUp;
       new Gauge({
@@ -180,7 +205,25 @@ export class NodeMetrics implements BrokerObserver {
           this.set(stats ? stats.bavail * stats.bsize : Number.NaN);
         },
       });
+      new Gauge({
+        name: 'meshmq_storage_size_bytes',
+        help: "Size of the disk of the embedded engine's data directory, in bytes.",
+        registers,
+        async collect() {
+          const stats = await statfs(dir).catch(() => undefined);
+          this.set(stats ? stats.blocks * stats.bsize : Number.NaN);
+        },
+      });
     }
+
+    new Gauge({
+      name: 'meshmq_memory_limit_bytes',
+      help: "The memory the node may use: its cgroup's limit when it has one, else the machine's (the memory alarm compares the resident size to it).",
+      registers,
+      collect() {
+        this.set(memoryLimit());
+      },
+    });
 
     if (sources.alarms) {
       const alarms = sources.alarms;

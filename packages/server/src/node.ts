@@ -89,7 +89,7 @@ export class BrokerNode {
         ...(this.cluster
           ? {
               redisState: () => this.cluster!.report().state,
-              redisPersists: () => this.cluster!.report().durability?.survives.processKill,
+              redisPersists: () => this.redisSurvives()?.processKill,
             }
           : { dataDir: config.dataDir }),
       },
@@ -106,6 +106,7 @@ export class BrokerNode {
         ...(this.cluster
           ? {
               redisUp: () => this.cluster!.report().state === 'up',
+              redisSurvives: () => this.redisSurvives(),
               clusterNodesUp: () => this.cluster!.nodes().filter((n) => n.status === 'up').length,
             }
           : { dataDir: config.dataDir }),
@@ -196,6 +197,12 @@ export class BrokerNode {
   }
 
   /** Origins that are this node's own: its public URL, its loopback names, and the other nodes it knows. */
+  /** What an acknowledged publish survives with the cluster's Redis; undefined without Redis or while its settings are unknown. */
+  private redisSurvives() {
+    const durability = this.cluster?.report().durability;
+    return durability && durability.appendonly !== 'unknown' ? durability.survives : undefined;
+  }
+
   private ownOrigins(): string[] {
     const origins = [this.config.publicUrl, ...this.config.peers, ...(this.cluster?.nodes().map((n) => n.url) ?? [])];
     if (isLoopback(this.config.host)) {

@@ -24,6 +24,9 @@ export interface ClusterOptions {
   logger: Logger;
 }
 
+/** How often the Redis durability report is read again (Redis settings change, a failover brings another Redis). */
+const DURABILITY_REFRESH_MS = 30_000;
+
 /** What `/readyz` reports of the cluster. */
 export interface ClusterReport {
   state: RedisLinkState;
@@ -42,6 +45,7 @@ export class Cluster {
   private readonly membership: Membership<NodeRecord>;
   private readonly activity: ClusterActivity;
   private durability: RedisDurability | undefined;
+  private durabilityTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly options: ClusterOptions,
@@ -79,6 +83,8 @@ export class Cluster {
     const { logger, nodeId } = this.options;
     this.durability = await describeRedisDurability(this.link, this.options.waitReplicas);
     logger[this.durability.survives.hostCrash ? 'info' : 'warn']({ durability: this.durability }, `Redis durability: ${this.durability.summary}`);
+    this.durabilityTimer = setInterval(() => void this.refreshDurability(), DURABILITY_REFRESH_MS);
+    this.durabilityTimer.unref();
     // Leases held by this node's previous life (same node id) go back to their groups.
     await takeOverLeases(engine, this.link, nodeId, logger);
     this.membership.on('down', (record: NodeRecord) => {
@@ -132,12 +138,22 @@ export class Cluster {
     return socketIoAdapter(this.link, `${this.options.keyPrefix}sio`, this.options.logger);
   }
 
+  /** Reads the durability report again while Redis is reachable; a change is logged. */
+  private async refreshDurability(): Promise<void> {
+    if (this.link.state !== 'up') return;
+    const next = await describeRedisDurability(this.link, this.options.waitReplicas);
+    if (this.link.state !== 'up' || next.summary === this.durability?.summary) return;
+    this.durability = next;
+    this.options.logger[next.survives.hostCrash ? 'info' : 'warn']({ durability: next }, `Redis durability changed: ${next.summary}`);
+  }
+
   report(): ClusterReport {
     return { state: this.link.state, durability: this.durability ?? null };
   }
 
   /** Leaves the cluster (marked down at once); the link stays open for the engine to close. */
   async leave(): Promise<void> {
+    clearInterval(this.durabilityTimer);
     await this.membership.stop();
     await this.activity.stop();
   }
