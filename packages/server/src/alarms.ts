@@ -1,5 +1,5 @@
 import { statfs } from 'node:fs/promises';
-import type { Alarm } from '@meshmq/shared';
+import { type Alarm, formatBytes } from '@meshmq/shared';
 import type { Logger } from 'pino';
 import type { Engine } from './engine/engine.js';
 import { memoryLimit } from './memory-limit.js';
@@ -37,6 +37,8 @@ export interface AlarmSources {
   redisPersists?: () => boolean | undefined;
   /** The embedded engine's data directory. */
   dataDir?: string;
+  /** Free bytes below which the embedded engine refuses publishes (0: none). */
+  diskFreeLimit?: number;
   /** Groups with members on this node, whose age of oldest pending delivery the node watches. */
   localGroups: () => Array<{ topic: string; group: string }>;
   logger: Logger;
@@ -113,12 +115,17 @@ export class Alarms {
       }
       if (sources.dataDir) {
         const disk = await statfs(sources.dataDir).catch(() => undefined);
-        if (disk && disk.blocks > 0 && disk.bavail / disk.blocks < thresholds.diskFreeRatio) {
-          const free = disk.bavail * disk.bsize;
+        const free = disk ? disk.bavail * disk.bsize : Number.POSITIVE_INFINITY;
+        const limit = sources.diskFreeLimit ?? 0;
+        if (disk && disk.blocks > 0 && (disk.bavail / disk.blocks < thresholds.diskFreeRatio || free < limit)) {
+          const share = `${((disk.bavail / disk.blocks) * 100).toFixed(1)}%`;
           raised.push({
             id: 'disk_nearly_full',
             severity: 'critical',
-            summary: `The data disk has ${formatBytes(free)} free (${((disk.bavail / disk.blocks) * 100).toFixed(1)}%); when it is full, publishes fail`,
+            summary:
+              free < limit
+                ? `The data disk has ${formatBytes(free)} free (${share}), below --disk-free-limit (${formatBytes(limit)}): publishes are refused`
+                : `The data disk has ${formatBytes(free)} free (${share}); ${limit > 0 ? `below ${formatBytes(limit)} publishes are refused` : 'when it is full, publishes fail'}`,
             action: 'Free space on the disk of the data directory or grow it; lower retention (--retention-messages, --retention-age) so less is kept.',
           });
         }
@@ -175,15 +182,4 @@ export class Alarms {
     for (const id of this.active.keys()) if (!next.has(id)) this.sources.logger.info({ alarm: id }, 'alarm cleared');
     this.active = next;
   }
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }

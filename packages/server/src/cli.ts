@@ -15,6 +15,13 @@ async function token(args: string[]): Promise<void> {
   }
 }
 
+/** Log fields for what a library passed to console.error or console.warn. */
+function logFieldsOf(args: unknown[]): Record<string, unknown> {
+  const err = args.find((a) => a instanceof Error);
+  const text = args.filter((a) => !(a instanceof Error)).map(String);
+  return { ...(err ? { err } : {}), ...(text.length > 0 ? { printed: text.join(' ') } : {}) };
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   // `pnpm start -- --port 9000` passes the `--` through.
@@ -32,8 +39,15 @@ async function main(): Promise<void> {
     return;
   }
   const node = new BrokerNode(loaded.config);
-  // A rejected promise nobody awaited is a bug to fix, not a reason to drop every connection.
-  process.on('unhandledRejection', (err) => node.logger.error({ err }, 'unhandled rejection'));
+  // What libraries print (lmdb prints a failed commit's cause) goes into the log as lines like every other.
+  console.error = (...args: unknown[]) => node.logger.error(logFieldsOf(args), 'printed by a library');
+  console.warn = (...args: unknown[]) => node.logger.warn(logFieldsOf(args), 'printed by a library');
+  process.on('unhandledRejection', (err) => {
+    // lmdb rejects an internal promise of every failed commit as well; the write that failed has reported it.
+    if (err instanceof Error && 'commitError' in err) return;
+    // A rejected promise nobody awaited is a bug to fix, not a reason to drop every connection.
+    node.logger.error({ err }, 'unhandled rejection');
+  });
   try {
     await node.start();
   } catch (err) {

@@ -6,6 +6,7 @@ import { DEFAULTS, MeshError } from '@meshmq/shared';
 import { DEFAULT_ALARM_THRESHOLDS } from './alarms.js';
 import type { AuthOptions } from './auth/token-verifier.js';
 import { DEFAULT_CONNECTION_LIMITS } from './core/limits.js';
+import { DEFAULT_DISK_FREE_LIMIT } from './engine/disk-space.js';
 import type { RetentionPolicy } from './engine/engine.js';
 import { DEFAULT_ADMISSION_LIMITS, normalizeOrigin } from './gate.js';
 import type { LogFormat } from './logger.js';
@@ -32,6 +33,8 @@ export interface NodeConfig {
   logLevel: string;
   /** `json` lines, `pretty` readable lines, or `auto`: pretty on a terminal. */
   logFormat: LogFormat;
+  /** Embedded engine: publishes are refused while the data disk has fewer free bytes than this; 0 for no limit. */
+  diskFreeLimit: number;
   /** The data disk is nearly full (an alarm) below this share of it free. */
   alarmDiskFree: number;
   /** Memory is high (an alarm) past this share of the node's limit. */
@@ -112,6 +115,16 @@ interface OptionSpec {
 const int = (name: string) => (value: string) => {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 0) throw new MeshError('bad_request', `${name}: expected a non-negative integer, got '${value}'`);
+  return n;
+};
+
+const BYTE_UNITS: Record<string, number> = { '': 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
+
+/** A size: bytes, or a number with KiB, MiB or GiB. */
+const byteSize = (name: string) => (value: string) => {
+  const match = /^(\d+)\s*(KiB|MiB|GiB)?$/.exec(value.trim());
+  const n = match ? Number(match[1]) * BYTE_UNITS[match[2] ?? '']! : Number.NaN;
+  if (!Number.isSafeInteger(n)) throw new MeshError('bad_request', `${name}: expected bytes, or a number with KiB, MiB or GiB, got '${value}'`);
   return n;
 };
 
@@ -286,6 +299,13 @@ const OPTIONS: OptionSpec[] = [
     key: 'logFormat',
     help: 'json, pretty, or auto: pretty on a terminal, JSON otherwise (default auto)',
     parse: parseLogFormat,
+  },
+  {
+    flag: 'disk-free-limit',
+    env: 'DISK_FREE_LIMIT',
+    key: 'diskFreeLimit',
+    help: 'refuse publishes (unavailable) while the data disk has less free; 0 for no limit (default 64MiB)',
+    parse: byteSize('disk-free-limit'),
   },
   {
     flag: 'alarm-disk-free',
@@ -527,6 +547,7 @@ function defaults(): Omit<NodeConfig, 'nodeId' | 'publicUrl'> {
     retentionSweepMs: 10_000,
     logLevel: 'info',
     logFormat: 'auto',
+    diskFreeLimit: DEFAULT_DISK_FREE_LIMIT,
     alarmDiskFree: DEFAULT_ALARM_THRESHOLDS.diskFreeRatio,
     alarmMemory: DEFAULT_ALARM_THRESHOLDS.memoryRatio,
     alarmGroupAgeMs: DEFAULT_ALARM_THRESHOLDS.groupAgeMs,

@@ -91,7 +91,7 @@ export class BrokerNode {
               redisState: () => this.cluster!.report().state,
               redisPersists: () => this.redisSurvives()?.processKill,
             }
-          : { dataDir: config.dataDir }),
+          : { dataDir: config.dataDir, diskFreeLimit: config.diskFreeLimit }),
       },
       { diskFreeRatio: config.alarmDiskFree, memoryRatio: config.alarmMemory, groupAgeMs: config.alarmGroupAgeMs },
     );

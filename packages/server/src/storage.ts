@@ -27,7 +27,7 @@ export function createStorage(
   member: ClusterMember,
 ): { engine: Engine; cluster: Cluster | undefined } {
   const common = { retention, dedupeWindowMs: config.dedupeWindowMs, maxTopics: config.maxTopics };
-  if (!config.redisUrl) return { engine: new EmbeddedEngine({ dataDir: config.dataDir, ...common }), cluster: undefined };
+  if (!config.redisUrl) return { engine: new EmbeddedEngine({ dataDir: config.dataDir, diskFreeLimit: config.diskFreeLimit, ...common }), cluster: undefined };
   const cluster = new Cluster(
     {
       url: config.redisUrl,

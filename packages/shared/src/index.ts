@@ -4,3 +4,4 @@ export * from './errors.js';
 export * from './frames.js';
 export * from './names.js';
 export * from './permissions.js';
+export * from './units.js';

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { DEFAULTS, deadLetterTopicOf, groupKey, isDeadLetterTopic, MeshError } from '@meshmq/shared';
 import { type Database, open, type RootDatabase } from 'lmdb';
+import { DiskSpace } from './disk-space.js';
 import type {
   ClaimResult,
   DeadLetter,
@@ -27,6 +28,12 @@ import { LiveSequencer } from './live-sequencer.js';
 export interface EmbeddedEngineOptions extends EngineCommonOptions {
   /** Directory holding the store; created if missing. */
   dataDir: string;
+  /**
+   * Publishes are refused with `unavailable` while less than this many bytes
+   * are free on the data directory's disk; 0 turns the check off. Default
+   * 64 MiB (`DEFAULT_DISK_FREE_LIMIT`).
+   */
+  diskFreeLimit?: number;
 }
 
 /** Persisted per-topic record. `last` is the source of truth for offset assignment. */
@@ -99,8 +106,10 @@ export class EmbeddedEngine implements Engine {
   private readonly dedupeWindowMs: number;
   private readonly now: () => number;
   private closed = false;
+  private readonly disk: DiskSpace;
 
   constructor(private readonly options: EmbeddedEngineOptions) {
+    this.disk = new DiskSpace(options.dataDir, options.diskFreeLimit);
     this.retention = options.retention ?? (() => DEFAULT_RETENTION);
     this.dedupeWindowMs = options.dedupeWindowMs ?? DEFAULTS.dedupeWindowMs;
     this.now = options.clock ?? Date.now;
@@ -175,6 +184,8 @@ export class EmbeddedEngine implements Engine {
   async publish(topic: string, data: unknown, options: PublishOptions = {}): Promise<PublishOutcome> {
     const json = options.json ?? JSON.stringify(data);
     if (json === undefined) throw new MeshError('bad_request', "'data' must be a JSON value");
+    this.assertOpen();
+    this.disk.assertRoomForPublish();
     return this.append(topic, data, json, options.key);
   }
 
@@ -738,8 +749,6 @@ export class EmbeddedEngine implements Engine {
   }
 
   private storageError(err: unknown): MeshError {
-    if (err instanceof MeshError) return err;
-    const reason = err instanceof Error ? err.message : String(err);
-    return new MeshError('unavailable', `storage write failed: ${reason}`, { cause: err });
+    return this.disk.writeFailed(err);
   }
 }
