@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { type AlarmsResponse, type ClusterStats, MeshError, type NodeActivity } from '@meshmq/shared';
+import { type AlarmsResponse, type ClusterAlarms, type ClusterStats, MeshError, type NodeActivity } from '@meshmq/shared';
 import type { Logger } from 'pino';
 import { adminRoutes, localActivity } from './admin-api.js';
 import { Alarms } from './alarms.js';
@@ -167,6 +167,11 @@ export class BrokerNode {
           authorize(await principal(), 'admin', undefined, 'GET /api/cluster/stats');
           return { status: 200, body: await this.clusterStats() };
         },
+        'GET /api/cluster/alarms': async ({ principal }) => {
+          authorize(await principal(), 'admin', undefined, 'GET /api/cluster/alarms');
+          const { nodes, missing } = await this.clusterStats();
+          return { status: 200, body: { nodes: nodes.map(({ node, alarms }) => ({ node, alarms })), missing } satisfies ClusterAlarms };
+        },
         ...adminRoutes({
           broker: this.broker,
           stats: this.stats,
@@ -297,17 +302,17 @@ export class BrokerNode {
     authorize(await ctx.principal(), 'admin', undefined, 'GET /metrics');
   }
 
-  /** This node's connections and activity per topic. */
+  /** This node's connections, activity per topic and active alarms. */
   localActivity(): NodeActivity {
     const { connections, subscriptions } = this.broker.stats();
-    return { node: this.config.nodeId, connections, subscriptions, ...localActivity(this.broker, this.stats) };
+    return { node: this.config.nodeId, connections, subscriptions, ...localActivity(this.broker, this.stats), alarms: this.alarms.list() };
   }
 
   /**
-   * Connections and subscribers per topic on every live node, asked over the
-   * cluster's own Redis channel (ClusterActivity): whatever arrived within
-   * the timeout, naming the nodes that did not answer. This node alone
-   * without a cluster.
+   * Connections, subscribers per topic and alarms of every live node, asked
+   * over the cluster's own Redis channel (ClusterActivity): whatever arrived
+   * within the timeout, naming the nodes that did not answer. This node
+   * alone without a cluster.
    */
   async clusterStats(): Promise<ClusterStats> {
     if (this.cluster) return this.cluster.stats();

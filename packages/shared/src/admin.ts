@@ -285,6 +285,8 @@ export interface NodeActivity extends TopicActivity {
   node: string;
   connections: number;
   subscriptions: number;
+  /** The node's active alarms, oldest first (what `GET /api/alarms` answers on it). */
+  alarms: Alarm[];
 }
 
 /** `GET /api/cluster/stats`. */
@@ -292,7 +294,7 @@ export interface ClusterStats {
   nodes: NodeActivity[];
   /** Live nodes that did not answer in time. */
   missing: string[];
-  totals: Omit<NodeActivity, 'node'>;
+  totals: Omit<NodeActivity, 'node' | 'alarms'>;
 }
 
 /**
@@ -321,4 +323,11 @@ export interface Alarm {
 export interface AlarmsResponse {
   node: string;
   alarms: Alarm[];
+}
+
+/** `GET /api/cluster/alarms`: the active alarms of every live node that answered, the answering node first. */
+export interface ClusterAlarms {
+  nodes: AlarmsResponse[];
+  /** Live nodes that did not answer in time: their alarms are not known. */
+  missing: string[];
 }

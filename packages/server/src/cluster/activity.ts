@@ -30,9 +30,10 @@ export function totalsOf(nodes: NodeActivity[]): ClusterStats['totals'] {
 
 /**
  * Cluster-wide activity (connections, subscribers and members per topic,
- * publish rates) over the cluster's own Redis channel, so monitoring works
- * whatever client transports a node runs. A node asks on the channel; every
- * node answers with its own; the asker takes what arrived in time.
+ * publish rates, active alarms) over the cluster's own Redis channel, so
+ * monitoring works whatever client transports a node runs. A node asks on
+ * the channel; every node answers with its own; the asker takes what
+ * arrived in time. With Redis down, no other node's answer can arrive.
  */
 export class ClusterActivity {
   private readonly waiting = new Map<string, (activity: NodeActivity) => void>();

@@ -46,10 +46,16 @@ export function ago(ts: number | null | undefined, now = Date.now()): string {
   return `${duration(ms)} ago`;
 }
 
-export function time(ts: number): string {
+/** 14:03:27, the local time of day to the second. */
+export function timeOfDay(ts: number): string {
   const d = new Date(ts);
-  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** 14:03:27.042 */
+export function time(ts: number): string {
+  return `${timeOfDay(ts)}.${String(new Date(ts).getMilliseconds()).padStart(3, '0')}`;
 }
 
 export function dateTime(ts: number): string {

@@ -10,16 +10,22 @@ export interface Polled<T> {
   refresh(): Promise<void>;
 }
 
+export interface PollOptions {
+  /** Load nothing while the page is hidden (another tab, a minimised window), and load at once when it shows again. Default false. */
+  pauseWhenHidden?: boolean;
+}
+
 /**
  * Loads `load()` now and every `intervalMs` while the calling component is
  * mounted. Keeps the last good data when a round fails, and reports the
  * failure as the node's message. Call during component initialisation.
  */
-export function poll<T>(load: () => Promise<T>, intervalMs: number): Polled<T> {
+export function poll<T>(load: () => Promise<T>, intervalMs: number, options: PollOptions = {}): Polled<T> {
   const state = $state({ data: undefined as T | undefined, error: null as string | null, loading: true, updatedAt: 0 });
   let timer: ReturnType<typeof setTimeout> | undefined;
   let active = true;
   let running: Promise<void> | undefined;
+  const paused = () => options.pauseWhenHidden === true && document.hidden;
 
   const tick = (): Promise<void> => {
     running ??= (async () => {
@@ -36,7 +42,7 @@ export function poll<T>(load: () => Promise<T>, intervalMs: number): Polled<T> {
       } finally {
         state.loading = false;
         running = undefined;
-        if (active) timer = setTimeout(() => void tick(), intervalMs);
+        if (active && !paused()) timer = setTimeout(() => void tick(), intervalMs);
       }
     })();
     return running;
@@ -45,9 +51,15 @@ export function poll<T>(load: () => Promise<T>, intervalMs: number): Polled<T> {
   $effect(() => {
     active = true;
     untrack(() => void tick());
+    const onVisibility = () => {
+      if (paused()) clearTimeout(timer);
+      else void tick();
+    };
+    if (options.pauseWhenHidden) document.addEventListener('visibilitychange', onVisibility);
     return () => {
       active = false;
       clearTimeout(timer);
+      document.removeEventListener('visibilitychange', onVisibility);
     };
   });
 
