@@ -55,6 +55,8 @@ interface Declared {
 const SUITE_FUNCTIONS = new Set(['describe', 'suite']);
 const TEST_FUNCTIONS = new Set(['it', 'test']);
 const MODIFIERS = new Set(['only', 'skip', 'concurrent', 'sequential', 'fails']);
+/** `describe.skipIf(condition)(…)`, `it.runIf(condition)(…)`. */
+const CONDITIONS = new Set(['skipIf', 'runIf']);
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -97,6 +99,16 @@ function declarationOf(callee: ts.Expression): { kind: Declared['kind']; each: b
   }
   if (ts.isPropertyAccessExpression(callee) && ts.isIdentifier(callee.expression) && MODIFIERS.has(callee.name.text)) {
     const kind = kindOf(callee.expression.text);
+    return kind && { kind, each: false };
+  }
+  // describe.skipIf(condition)(title, fn): a conditional declaration of a plain title.
+  if (
+    ts.isCallExpression(callee) &&
+    ts.isPropertyAccessExpression(callee.expression) &&
+    CONDITIONS.has(callee.expression.name.text) &&
+    ts.isIdentifier(callee.expression.expression)
+  ) {
+    const kind = kindOf(callee.expression.expression.text);
     return kind && { kind, each: false };
   }
   // it.each(cases)(title, fn): the callee is itself a call of `.each`.
