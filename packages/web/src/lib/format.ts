@@ -13,17 +13,8 @@ export function rate(n: number): string {
   return `${(n / 1_000_000).toFixed(1).replace(/\.0$/, '')}M`;
 }
 
-export function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = n / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
+/** 512 B, 1.5 KiB, 64 MiB: the same units as the node's messages. */
+export { formatBytes as bytes } from '@meshmq/shared';
 
 /** 850 ms, 12 s, 4 min, 3 h 20 min, 2 d 4 h */
 export function duration(ms: number): string {
