@@ -126,5 +126,6 @@ export function githubAnchor(heading: string): string {
 
 /** The metric names a query reads: MeshMQ's own, prom-client's defaults, and `up`. */
 export function metricNames(expr: string): string[] {
-  return [...new Set(expr.match(/\b(?:meshmq|process|nodejs)_\w+|\bup\b(?=\s*[{)\s])/g) ?? [])];
+  const code = expr.replace(/"[^"]*"/g, '""'); // label values are no names
+  return [...new Set(code.match(/\b(?:meshmq|process|nodejs)_\w+|\bup\b(?=\s*[{)\s])/g) ?? [])];
 }
