@@ -126,8 +126,8 @@ describe('the alert rules', () => {
     const headings = [...doc.matchAll(/^#{1,6} (.+)$/gm)].map((m) => m[1]!);
     const anchors = new Set(headings.map(githubAnchor));
     for (const rule of rules) expect(anchors, rule.alert).toContain(rule.annotations!.runbook_url!.slice(RUNBOOK.length));
-    // The section's runbooks are its ### headings, one per alert.
-    const alertsSection = doc.slice(doc.indexOf('## Alerts'));
+    // The runbooks are the ### headings of the Alerts section (up to the next ## heading), one per alert.
+    const alertsSection = /^## Alerts$([\s\S]*?)(?=^## |(?![\s\S]))/m.exec(doc)?.[1] ?? '';
     const runbooks = [...alertsSection.matchAll(/^### (.+)$/gm)].map((m) => m[1]!);
     expect(runbooks.sort()).toEqual([...names].sort());
   });
