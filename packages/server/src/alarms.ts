@@ -33,8 +33,8 @@ export interface AlarmSources {
   engine: Engine;
   /** The Redis link's state; undefined without Redis. */
   redisState?: () => string;
-  /** Whether Redis keeps anything across a restart (AOF or RDB); undefined without Redis or before it is known. */
-  redisPersists?: () => boolean | undefined;
+  /** How Redis persists: AOF (every acknowledged publish), RDB snapshots only, or not at all; undefined without Redis or while unknown. */
+  redisPersistence?: () => 'aof' | 'snapshots' | 'none' | undefined;
   /** The embedded engine's data directory. */
   dataDir?: string;
   /** Free bytes below which the embedded engine refuses publishes (0: none). */
@@ -105,11 +105,15 @@ export class Alarms {
           action: 'Check that Redis (or its Sentinels) runs and that this node reaches it; the node reconnects by itself.',
         });
       }
-      if (sources.redisPersists?.() === false) {
+      const persistence = sources.redisPersistence?.();
+      if (persistence && persistence !== 'aof') {
         raised.push({
           id: 'redis_not_persistent',
           severity: 'critical',
-          summary: 'Redis keeps nothing on disk: a Redis restart loses every message',
+          summary:
+            persistence === 'snapshots'
+              ? 'Redis persists by RDB snapshots only: a Redis restart loses every publish since the last snapshot'
+              : 'Redis keeps nothing on disk: a Redis restart loses every message',
           action: 'Turn on AOF in Redis (appendonly yes, appendfsync always); see /readyz for what publishes survive.',
         });
       }

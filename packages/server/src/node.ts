@@ -89,7 +89,7 @@ export class BrokerNode {
         ...(this.cluster
           ? {
               redisState: () => this.cluster!.report().state,
-              redisPersists: () => this.redisSurvives()?.processKill,
+              redisPersistence: () => this.redisPersistence(),
             }
           : { dataDir: config.dataDir, diskFreeLimit: config.diskFreeLimit }),
       },
@@ -206,6 +206,13 @@ export class BrokerNode {
   private redisSurvives() {
     const durability = this.cluster?.report().durability;
     return durability && durability.appendonly !== 'unknown' ? durability.survives : undefined;
+  }
+
+  /** How the cluster's Redis persists; undefined without Redis or while its settings are unknown. */
+  private redisPersistence(): 'aof' | 'snapshots' | 'none' | undefined {
+    const durability = this.cluster?.report().durability;
+    if (!durability || durability.appendonly === 'unknown') return undefined;
+    return durability.survives.processKill ? 'aof' : durability.snapshots ? 'snapshots' : 'none';
   }
 
   private ownOrigins(): string[] {

@@ -8,6 +8,9 @@ export interface RedisDurability {
   replicas: number;
   /** Replicas each publish waits for (the node's `--redis-replicas`). */
   waitReplicas: number;
+  /** Redis writes RDB snapshots (`save` set): a restart keeps what the last snapshot holds. */
+  snapshots: boolean;
+  /** What an acknowledged publish survives: a Redis process kill needs AOF; a host crash AOF with appendfsync always. */
   survives: { processKill: boolean; hostCrash: boolean; failover: boolean };
   /** One sentence for logs and /readyz. */
   summary: string;
@@ -31,7 +34,9 @@ export async function describeRedisDurability(link: RedisLink, waitReplicas: num
   const appendfsync = config.appendfsync ?? 'unknown';
   const save = config.save ?? 'unknown';
   const aof = appendonly === 'yes';
-  const processKill = aof || (save !== '' && save !== 'unknown');
+  // RDB snapshots keep something across a restart, but not each acknowledged publish: only AOF does.
+  const snapshots = save !== '' && save !== 'unknown';
+  const processKill = aof;
   const hostCrash = aof && appendfsync === 'always';
   const failover = waitReplicas > 0 && replicas >= waitReplicas;
   let summary: string;
@@ -41,7 +46,7 @@ export async function describeRedisDurability(link: RedisLink, waitReplicas: num
     summary = 'acknowledged publishes survive a Redis process kill and a host crash (AOF, appendfsync always)';
   } else if (aof) {
     summary = `acknowledged publishes survive a Redis process kill; a host crash may lose up to about 1 s of them (AOF, appendfsync ${appendfsync})`;
-  } else if (processKill) {
+  } else if (snapshots) {
     summary = `acknowledged publishes since the last RDB snapshot are LOST when Redis restarts (no AOF, save "${save}")`;
   } else {
     summary = 'Redis keeps nothing on disk: a Redis restart LOSES every message (no AOF, no RDB snapshots)';
@@ -51,5 +56,5 @@ export async function describeRedisDurability(link: RedisLink, waitReplicas: num
     : replicas > 0
       ? `; ${replicas} replica(s) connected but publishes do not wait for them, so a failover can lose the newest ones`
       : '';
-  return { appendonly, appendfsync, save, replicas, waitReplicas, survives: { processKill: processKill || hostCrash, hostCrash, failover }, summary };
+  return { appendonly, appendfsync, save, replicas, waitReplicas, snapshots, survives: { processKill, hostCrash, failover }, summary };
 }
