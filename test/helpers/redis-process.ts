@@ -8,8 +8,12 @@ const START_TIMEOUT_MS = 10_000;
 
 export interface RedisOptions {
   port?: number;
-  /** AOF with appendfsync always (default true). */
+  /** AOF with appendfsync always (default true); ignored with `configFile`. */
   aof?: boolean;
+  /** A redis.conf to start from, persistence settings and all; the port, bind address and dir are still the test's. */
+  configFile?: string;
+  /** Clients (and replicas, as masterauth) must authenticate with this; the readiness check does. */
+  password?: string;
   args?: string[];
 }
 
@@ -49,25 +53,13 @@ export class RedisProcess {
 
   private async startOnce(): Promise<void> {
     const aof = this.options.aof ?? true;
-    const child = spawn(
-      'redis-server',
-      [
-        '--port',
-        String(this.port),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        this.dir,
-        '--save',
-        '',
-        '--appendonly',
-        aof ? 'yes' : 'no',
-        '--appendfsync',
-        'always',
-        ...(this.options.args ?? []),
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const where = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir];
+    const persistence = ['--save', '', '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'always'];
+    const { configFile, password } = this.options;
+    const auth = password ? ['--requirepass', password, '--masterauth', password] : [];
+    const child = spawn('redis-server', [...(configFile ? [configFile, ...where] : [...where, ...persistence]), ...auth, ...(this.options.args ?? [])], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.child = child;
     const startedAt = this.output.length;
     child.stdout?.on('data', (c: Buffer) => (this.output += c.toString()));
@@ -100,15 +92,18 @@ export class RedisProcess {
         resolve(pid);
       };
       socket.setTimeout(500);
-      socket.once('connect', () => socket.write('INFO server persistence\r\n'));
+      const { password } = this.options;
+      socket.once('connect', () => socket.write(`${password ? `AUTH ${password}\r\n` : ''}INFO server persistence\r\n`));
       socket.on('data', (d: Buffer) => {
         reply += d.toString('latin1');
+        // AUTH's +OK first when there is a password.
+        const info = password && reply.startsWith('+OK\r\n') ? reply.slice(5) : reply;
         // A bulk string: $<length>\r\n<INFO text>; anything else (an error) means not ready.
-        const header = /^\$(\d+)\r\n/.exec(reply);
-        if (!header) return void (reply.includes('\r\n') && done());
-        if (reply.length < header[0].length + Number(header[1])) return;
-        const pid = /^process_id:(\d+)/m.exec(reply);
-        done(pid && /^loading:0/m.test(reply) ? Number(pid[1]) : undefined);
+        const header = /^\$(\d+)\r\n/.exec(info);
+        if (!header) return void (info.includes('\r\n') && done());
+        if (info.length < header[0].length + Number(header[1])) return;
+        const pid = /^process_id:(\d+)/m.exec(info);
+        done(pid && /^loading:0/m.test(info) ? Number(pid[1]) : undefined);
       });
       socket.once('error', () => done());
       socket.once('timeout', () => done());

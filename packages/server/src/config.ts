@@ -511,6 +511,19 @@ const OPTIONS: OptionSpec[] = [
   { flag: 'auth-audience', env: 'AUTH_AUDIENCE', key: 'authAudience', help: 'tokens must carry this aud (default: not checked)', parse: String },
 ];
 
+/** An option as --help lists it: its flag (without `--`), its environment variable, and whether the flag takes no value. */
+export interface OptionName {
+  flag: string;
+  env: string;
+  boolean: boolean;
+}
+
+/** Every option the node takes, `config` (the JSON file, MESHMQ_CONFIG) first: the names deployment files may use. */
+export const OPTION_NAMES: readonly OptionName[] = [
+  { flag: 'config', env: 'MESHMQ_CONFIG', boolean: false },
+  ...OPTIONS.map((o) => ({ flag: o.flag, env: o.env, boolean: o.boolean === true })),
+];
+
 const FLAG_COLUMN = 33;
 
 function line(flag: string, env: string, help: string): string {

@@ -13,7 +13,17 @@ export {
   MIN_SECRET_BYTES,
   TokenVerifier,
 } from './auth/token-verifier.js';
-export { authOptionsOf, HELP, loadConfig, type NodeConfig, parseDuration, retentionResolver, type TopicRule } from './config.js';
+export {
+  authOptionsOf,
+  HELP,
+  loadConfig,
+  type NodeConfig,
+  OPTION_NAMES,
+  type OptionName,
+  parseDuration,
+  retentionResolver,
+  type TopicRule,
+} from './config.js';
 export { ANONYMOUS, type Principal } from './core/access.js';
 // The core: transport- and storage-independent, driven through a Connection.
 export { Broker, type BrokerOptions, type BrokerStats, resumePoint } from './core/broker.js';
