@@ -461,7 +461,8 @@ describe('deploy/kubernetes on real processes: Redis, a replica and a Sentinel f
     primary = await RedisProcess.start({ configFile, password, args: announce });
     replica = await RedisProcess.start({ configFile, password, args: [...announce, '--replicaof', '127.0.0.1', String(primary.port)] });
     const auth = ['-a', password, '--no-auth-warning'];
-    await eventually(async () => (await redisCli(primary.port, ...auth, 'INFO', 'replication')).includes('connected_slaves:1'), 15_000, 'the replica');
+    // In sync, not just connected: a diskless full sync starts 5 s after the replica connects (repl-diskless-sync-delay).
+    await eventually(async () => /^slave0:.*state=online/m.test(await redisCli(primary.port, ...auth, 'INFO', 'replication')), 20_000, 'the replica in sync');
     sentinel = await startSentinel(primary.port, password);
 
     const { env } = meshmqPod();

@@ -4,7 +4,7 @@ export interface RedisDurability {
   appendonly: string;
   appendfsync: string;
   save: string;
-  /** Replicas connected to the primary. */
+  /** Replicas connected to the primary and in sync with it (`state=online`). */
   replicas: number;
   /** Replicas each publish waits for (the node's `--redis-replicas`). */
   waitReplicas: number;
@@ -29,7 +29,8 @@ export async function describeRedisDurability(link: RedisLink, waitReplicas: num
     // CONFIG may be renamed or forbidden on managed Redis: say we do not know.
   }
   const info = String(await link.command(['INFO', 'replication']).catch(() => ''));
-  const replicas = Number(/connected_slaves:(\d+)/.exec(info)?.[1] ?? 0);
+  // Replicas still syncing are connected but confirm nothing yet (a diskless sync waits 5 s by default).
+  const replicas = [...info.matchAll(/^slave\d+:.*\bstate=online\b/gm)].length;
   const appendonly = config.appendonly ?? 'unknown';
   const appendfsync = config.appendfsync ?? 'unknown';
   const save = config.save ?? 'unknown';
