@@ -206,7 +206,8 @@ export class Context implements BenchContext {
       const wallMs = performance.now() - started;
       return { results, serverCpuS: meter.stop(), wallMs };
     } finally {
-      for (const a of agents) a.kill();
+      // Agents remove their queues and close after reporting; give them a moment, then kill.
+      await Promise.all(agents.map((a) => a.finish(10_000)));
     }
   }
 }
@@ -217,6 +218,7 @@ class Agent {
   readonly ready: Promise<void>;
   private result: Promise<PipelineResult>;
   private readonly unregister: () => void;
+  private readonly exited: Promise<void>;
 
   constructor(job: PipelineJob) {
     this.proc = fork(AGENT, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
@@ -226,6 +228,10 @@ class Agent {
     };
     onCleanup(kill);
     this.unregister = kill;
+    this.exited = new Promise((resolve) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) resolve();
+      else proc.once('exit', () => resolve());
+    });
     const wait = (type: string) =>
       new Promise<Record<string, unknown>>((resolve, reject) => {
         const onMessage = (msg: Record<string, unknown>) => {
@@ -260,7 +266,11 @@ class Agent {
     return this.result;
   }
 
-  kill(): void {
+  /** Waits up to `ms` for the agent to exit by itself, then kills it. */
+  async finish(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    clearTimeout(timer);
     this.unregister();
   }
 }

@@ -103,6 +103,12 @@ export function natsDefaultSyncInterval(version: string | undefined): string {
   return compareVersions(version, '2.10.0') < 0 ? '60 s' : '2 min';
 }
 
+/** The version of the nats-server binary on this machine, if any. */
+export function natsBinaryVersion(): string | undefined {
+  const bin = findBinary('nats-server');
+  return bin ? /v?(\d+\.\d+\.\d+)/.exec(commandOutput(bin, ['--version']) ?? '')?.[1] : undefined;
+}
+
 export type NatsSync = 'default' | 'everysec' | 'always';
 
 /**

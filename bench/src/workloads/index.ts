@@ -4,5 +4,8 @@
  * ../workload.ts) and listing it here.
  */
 import type { Workload } from '../workload.js';
+import { durable } from './durable.js';
+import { latency } from './latency.js';
+import { scaling } from './scaling.js';
 
-export const WORKLOADS: Workload[] = [];
+export const WORKLOADS: Workload[] = [durable, latency, scaling];
