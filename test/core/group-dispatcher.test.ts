@@ -37,7 +37,7 @@ async function dispatcherFor(engine: EmbeddedEngine, topic: string, ackWaitMs = 
   });
   const member = (name: string, prefetch: number): TestMember => {
     const connection = new FakeConnection();
-    const m: TestMember = { consumer: `node-1/${name}`, connection, prefetch, inflight: new Map() };
+    const m: TestMember = { consumer: `node-1/${name}`, connection, prefetch, inflight: new Map(), claiming: 0 };
     connection.onSend = () => {
       if (m.inflight.size > m.prefetch) overfull.push(`${name} holds ${m.inflight.size} with prefetch ${m.prefetch}`);
     };

@@ -312,6 +312,7 @@ export class Broker implements SessionContext {
       connection,
       prefetch: request.prefetch ?? DEFAULTS.prefetch,
       inflight: new Map<number, number>(),
+      claiming: 0,
     };
     const result: SubscribeResult = {
       epoch: info.epoch,

@@ -1,5 +1,5 @@
 import { MeshError } from '@meshmq/shared';
-import type { Engine, GroupDelivery } from '../engine/engine.js';
+import type { ClaimResult, Engine, GroupDelivery } from '../engine/engine.js';
 import type { Connection } from './connection.js';
 import { DRAIN_POLL_MS } from './fanout-subscription.js';
 import { HIGH_WATER_MARK } from './limits.js';
@@ -13,6 +13,8 @@ export interface GroupMember {
   prefetch: number;
   /** Offsets leased to this member and their lease deadlines. */
   readonly inflight: Map<number, number>;
+  /** Messages asked for by claims still under way (the dispatcher's count; start at 0). */
+  claiming: number;
 }
 
 /** What a dispatcher tells its owner. */
@@ -33,6 +35,13 @@ export interface GroupMembership {
 
 /** The largest batch one member claims per round once a backlog shows up. */
 const MAX_ROUND = 64;
+/**
+ * Claims under way at once per group on this node. A claim waits for the
+ * store to commit its leases; letting the next one start meanwhile keeps
+ * deliveries flowing at the rate acks free prefetch, instead of one store
+ * round trip at a time.
+ */
+const MAX_CONCURRENT_DRAINS = 4;
 /** After a failed pump (storage unreachable), the next try comes this much later, doubling up to the max. */
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 5000;
@@ -46,7 +55,7 @@ const RETRY_MAX_MS = 5000;
  */
 export class GroupDispatcher {
   private readonly members = new Map<string, GroupMember>();
-  private pumping = false;
+  private draining = 0;
   private pumpAgain = false;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
@@ -102,14 +111,14 @@ export class GroupDispatcher {
     this.members.clear();
   }
 
-  /** Asks the engine for work for every member with free prefetch; coalesces overlapping calls. */
+  /** Asks the engine for work for every member with free prefetch; coalesces calls past the claims allowed at once. */
   pump(): void {
     if (this.closed) return;
-    if (this.pumping) {
+    if (this.draining >= MAX_CONCURRENT_DRAINS) {
       this.pumpAgain = true;
       return;
     }
-    this.pumping = true;
+    this.draining++;
     void this.drain()
       .then(
         () => {
@@ -129,7 +138,7 @@ export class GroupDispatcher {
         },
       )
       .finally(() => {
-        this.pumping = false;
+        this.draining--;
         if (this.pumpAgain && !this.closed) {
           this.pumpAgain = false;
           this.pump();
@@ -145,14 +154,19 @@ export class GroupDispatcher {
     let round = 1;
     for (;;) {
       this.pumpAgain = false;
-      const wanting = [...this.members.values()].filter((m) => m.inflight.size < m.prefetch);
+      const wanting = [...this.members.values()].filter((m) => free(m) > 0);
       // A member whose connection is not reading gets nothing more until it does: prefetch bounds messages, this bounds bytes.
       const hungry = wanting.filter((m) => m.connection.bufferedAmount() < HIGH_WATER_MARK);
       if (hungry.length < wanting.length) this.schedule(Date.now() + DRAIN_POLL_MS);
       if (hungry.length === 0 || this.closed) return;
-      const results = await Promise.all(
-        hungry.map((member) => this.engine.claim(this.topic, this.group, member.consumer, Math.min(round, member.prefetch - member.inflight.size))),
-      );
+      const asked = hungry.map((member) => Math.min(round, free(member)));
+      for (const [i, member] of hungry.entries()) member.claiming += asked[i]!;
+      let results: ClaimResult[];
+      try {
+        results = await Promise.all(hungry.map((member, i) => this.engine.claim(this.topic, this.group, member.consumer, asked[i]!)));
+      } finally {
+        for (const [i, member] of hungry.entries()) member.claiming -= asked[i]!;
+      }
       let delivered = 0;
       for (const [i, result] of results.entries()) {
         const member = hungry[i]!;
@@ -213,6 +227,11 @@ export class GroupDispatcher {
     );
     this.timer.unref();
   }
+}
+
+/** Deliveries a member can take now: its prefetch less what it holds and what claims under way may bring it. */
+function free(member: GroupMember): number {
+  return member.prefetch - member.inflight.size - member.claiming;
 }
 
 function settleOptions(member: GroupMember, epoch: string | undefined) {

@@ -70,6 +70,11 @@ interface GroupState extends GroupRecord {
   pending: Map<number, PendingEntry>;
 }
 
+/** `flush: false` resolves a write once committed (it survives a process kill), before it reaches the disk. */
+interface WriteOptions {
+  flush?: boolean;
+}
+
 type MessageKey = [string, number];
 type GroupKey = [string, string];
 type PendingKey = [string, string, number];
@@ -517,11 +522,17 @@ export class EmbeddedEngine implements Engine {
     if (changed.length > 0 || dropped.length > 0) {
       const record = this.groupRecord(state);
       const entries = changed.map((entry) => ({ ...entry }));
-      await this.writeOrUndo(undo, () => {
-        this.groupsDb.put([topic, group], record);
-        for (const entry of entries) this.pendingDb.put([topic, group, entry.offset], entry);
-        for (const offset of dropped) this.pendingDb.remove([topic, group, offset]);
-      });
+      // Committed, not yet flushed: a lease lost to a power cut only means the message is delivered again
+      // (at least once), and not waiting for the disk lets deliveries go out as soon as the message is durable.
+      await this.writeOrUndo(
+        undo,
+        () => {
+          this.groupsDb.put([topic, group], record);
+          for (const entry of entries) this.pendingDb.put([topic, group, entry.offset], entry);
+          for (const offset of dropped) this.pendingDb.remove([topic, group, offset]);
+        },
+        { flush: false },
+      );
     }
     const result: ClaimResult = { deliveries };
     if (deadLettered > 0) result.deadLettered = deadLettered;
@@ -685,20 +696,21 @@ export class EmbeddedEngine implements Engine {
   }
 
   /** Writes, or, when the write fails, runs `undo` (newest first) to put memory back as it was, and throws. */
-  private async writeOrUndo(undo: Array<() => void>, body: () => void): Promise<void> {
+  private async writeOrUndo(undo: Array<() => void>, body: () => void, options?: WriteOptions): Promise<void> {
     try {
-      await this.write(body);
+      await this.write(body, options);
     } catch (err) {
       for (const step of undo.reverse()) step();
       throw err;
     }
   }
 
-  private async write(body: () => void): Promise<void> {
+  /** Runs `body` in a write transaction; resolves once it is flushed to disk, or only committed with `flush: false`. */
+  private async write(body: () => void, { flush = true }: WriteOptions = {}): Promise<void> {
     this.assertOpen();
     try {
       await this.root.transaction(body);
-      await this.root.flushed;
+      if (flush) await this.root.flushed;
     } catch (err) {
       throw this.storageError(err);
     }
