@@ -7,6 +7,7 @@ import type { Principal } from '../core/access.js';
 import type { Connection } from '../core/connection.js';
 import type { Session } from '../core/session.js';
 import { FrameWatchdog, InputThrottle } from './flow-control.js';
+import { WriteBatcher } from './write-batcher.js';
 
 /** What a transport needs of the core: a session per connection. */
 export interface SessionHost {
@@ -35,6 +36,7 @@ export class WsTransport {
   private readonly queued = new WeakMap<WebSocket, number>();
   private readonly keepAlive: NodeJS.Timeout | undefined;
   private readonly watchdog: FrameWatchdog;
+  private readonly batcher = new WriteBatcher();
 
   constructor(
     private readonly sessions: SessionHost,
@@ -55,13 +57,17 @@ export class WsTransport {
   }
 
   private accept(ws: WebSocket, req: IncomingMessage, principal: Principal): void {
+    // ws keeps its socket private; frames sent in one turn share one write through it.
+    const socket = (ws as unknown as { _socket: Duplex })._socket;
     const connection: Connection = {
       transport: 'ws',
       remoteAddress: req.socket.remoteAddress ?? '',
       send: (frame: ServerFrame, encode?: () => Buffer) => {
         if (ws.readyState !== ws.OPEN) return;
+        this.batcher.hold(socket);
         if (encode) ws.send(encode(), { binary: false });
-        else ws.send(JSON.stringify(frame));
+        // As bytes: a socket writes a batch of Buffers as they are, where strings would be copied into one block first.
+        else ws.send(Buffer.from(JSON.stringify(frame)), { binary: false });
       },
       bufferedAmount: () => ws.bufferedAmount,
       close: (code, reason) => ws.close(code, reason),
