@@ -9,6 +9,8 @@ export interface RoundSummary {
   metrics: Metrics;
   /** Refusals and failures by code, duplicates, losses: for the notes. */
   errors: Record<string, number>;
+  /** One verbatim message per error code. */
+  errorSamples: Record<string, string>;
   stalled: boolean;
 }
 
@@ -27,6 +29,8 @@ export function summarizeRound(run: PipelineRun, percentiles: number[] = [50, 99
   const last = mergeHistograms(results.map((r) => r.latencyLast));
   const errors: Record<string, number> = {};
   for (const r of results) for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] ?? 0) + n;
+  const errorSamples: Record<string, string> = {};
+  for (const r of results) for (const [code, m] of Object.entries(r.errorSamples)) errorSamples[code] ??= m;
   const metrics: Metrics = { 'msg/s': elapsedMs > 0 ? (unique / elapsedMs) * 1000 : null };
   for (const p of percentiles) metrics[`p${p} ms`] = percentileMs(all, p);
   metrics['p50 first 10% ms'] = percentileMs(first, 50);
@@ -36,7 +40,7 @@ export function summarizeRound(run: PipelineRun, percentiles: number[] = [50, 99
   metrics.refused = results.reduce((n, r) => n + r.publishErrors, 0);
   metrics.dup = results.reduce((n, r) => n + r.duplicates, 0);
   metrics.lost = results.reduce((n, r) => n + r.missing, 0);
-  return { metrics, errors, stalled: results.some((r) => r.stalled) };
+  return { metrics, errors, errorSamples, stalled: results.some((r) => r.stalled) };
 }
 
 /** Median over rounds, plus notes naming every refusal code, duplicates and losses seen in any round. */
@@ -48,8 +52,12 @@ export function combineRounds(rounds: RoundSummary[]): { metrics: Metrics; notes
   const notes: string[] = [];
   const errors: Record<string, number> = {};
   for (const r of rounds) for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] ?? 0) + n;
+  const samples: Record<string, string> = {};
+  for (const r of rounds) for (const [code, m] of Object.entries(r.errorSamples)) samples[code] ??= m;
   const codes = Object.entries(errors);
-  if (codes.length > 0) notes.push(`errors over ${rounds.length} round(s): ${codes.map(([c, n]) => `${c} ×${n}`).join(', ')}`);
+  if (codes.length > 0) {
+    notes.push(`errors over ${rounds.length} round(s): ${codes.map(([c, n]) => `${c} ×${n} ("${(samples[c] ?? '').slice(0, 200)}")`).join(', ')}`);
+  }
   const stalled = rounds.filter((r) => r.stalled).length;
   if (stalled > 0) notes.push(`${stalled} round(s) stalled: the consumer stopped receiving before it had every acknowledged message`);
   return { metrics, notes, raw };

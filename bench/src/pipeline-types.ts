@@ -42,6 +42,8 @@ export interface PipelineResult {
   publishErrors: number;
   /** Error codes or messages of refused publishes and failed acks, with counts. */
   errors: Record<string, number>;
+  /** The first message seen for each error code, verbatim. */
+  errorSamples: Record<string, string>;
   /** Deliveries seen, distinct messages among them, repeats, never seen. */
   received: number;
   unique: number;

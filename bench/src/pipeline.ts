@@ -33,8 +33,10 @@ async function runOnce(driver: Driver, job: PipelineJob, count: number, measure:
   const firstCut = Math.ceil(count * 0.1);
   const lastCut = Math.floor(count * 0.9);
   const errors: Record<string, number> = {};
-  const countError = (code: string) => {
+  const errorSamples: Record<string, string> = {};
+  const countError = (code: string, err: unknown) => {
     errors[code] = (errors[code] ?? 0) + 1;
+    if (!(code in errorSamples)) errorSamples[code] = err instanceof Error ? err.message : String(err);
   };
   let received = 0;
   let unique = 0;
@@ -72,7 +74,7 @@ async function runOnce(driver: Driver, job: PipelineJob, count: number, measure:
   };
   const onAckError = (err: unknown) => {
     ackErrors++;
-    countError(`ack: ${errorCode(err)}`);
+    countError(`ack: ${errorCode(err)}`, err);
   };
   if (measure) {
     // The consumer of a measured run was started by prepare; deliveries go to the handler in effect.
@@ -115,7 +117,7 @@ async function runOnce(driver: Driver, job: PipelineJob, count: number, measure:
           },
           (err: unknown) => {
             publishErrors++;
-            countError(errorCode(err));
+            countError(errorCode(err), err);
             settle();
           },
         );
@@ -162,6 +164,7 @@ async function runOnce(driver: Driver, job: PipelineJob, count: number, measure:
     acked: ackedCount,
     publishErrors,
     errors,
+    errorSamples,
     received,
     unique,
     duplicates,

@@ -22,7 +22,7 @@ export const latency: Workload = {
   columns: ['msg/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'server CPU-s/M', 'refused', 'dup', 'lost'],
   async run(ctx) {
     const { quick, rounds } = ctx.options;
-    const totalS = quick ? 5 : 20;
+    const totalS = quick ? 3 : 20;
     const sliceCount = Math.max(1, Math.round((RATE * totalS) / rounds));
     const systems = queueSystems().filter((s) => ctx.wants(s.name));
     const pool = new SystemPool(ctx);
@@ -34,7 +34,17 @@ export const latency: Workload = {
       async (system, round): Promise<{ run: PipelineRun; summary: RoundSummary }> => {
         const handle = await pool.get(system);
         const run = await ctx.runPipelines(
-          [{ driver: handle.driver(0), queue: queueName('latency'), count: sliceCount, size: SIZE, window, rate: RATE, warmup: round === 1 ? 1_000 : 0 }],
+          [
+            {
+              driver: handle.driver(0),
+              queue: queueName('latency'),
+              count: sliceCount,
+              size: SIZE,
+              window,
+              rate: RATE,
+              warmup: round === 1 ? (quick ? 300 : 1_000) : 0,
+            },
+          ],
           handle.pids,
         );
         return { run, summary: summarizeRound(run, [50, 99, 99.9]) };
