@@ -447,6 +447,39 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.ack(topic, 'g', 1, by('B'));
       });
 
+      test('hands out due entries over several small claims, oldest first, and keeps track of the next deadline as entries settle', async () => {
+        const clock = manualClock();
+        const { engine } = await create({ clock: clock.now });
+        const topic = uniqueTopic();
+        await engine.ensureGroup(topic, 'g', { ackWaitMs: 1000 });
+        for (const n of range(1, 6)) await engine.publish(topic, n);
+        const start = clock.now();
+        await engine.claim(topic, 'g', 'A', 3);
+        clock.advance(500);
+        const later = await engine.claim(topic, 'g', 'A', 3);
+        // The earliest deadline is the first claim's, though it is acked below: at worst a wake-up comes early.
+        await engine.ack(topic, 'g', 2, by('A'));
+        clock.advance(500);
+        // Offsets 1 and 3 are due (2 was acked); 4..6 are leased until start + 1500.
+        const one = await engine.claim(topic, 'g', 'B', 1);
+        expect(one.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([[1, 2]]);
+        const two = await engine.claim(topic, 'g', 'B', 5);
+        expect(two.deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([[3, 2]]);
+        expect(two.nextDueAt).toBe(start + 1500);
+        expect(later.deliveries.map((d) => d.deadline)).toEqual([start + 1500, start + 1500, start + 1500]);
+        await engine.nack(topic, 'g', 5, 100, by('A'));
+        const early = await engine.claim(topic, 'g', 'B', 5);
+        expect(early.deliveries).toEqual([]);
+        expect(early.nextDueAt).toBe(start + 1100);
+        clock.advance(100);
+        expect((await engine.claim(topic, 'g', 'B', 5)).deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([[5, 2]]);
+        clock.advance(400);
+        expect((await engine.claim(topic, 'g', 'C', 5)).deliveries.map((d) => [d.message.offset, d.delivery])).toEqual([
+          [4, 2],
+          [6, 2],
+        ]);
+      });
+
       test('makes a nacked message deliverable after its delay', async () => {
         const clock = manualClock();
         const { engine } = await create({ clock: clock.now });

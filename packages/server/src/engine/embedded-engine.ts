@@ -68,6 +68,13 @@ interface GroupState extends GroupRecord {
   topic: string;
   group: string;
   pending: Map<number, PendingEntry>;
+  /**
+   * No pending entry's deadline is earlier than this (-Infinity: unknown).
+   * A claim looks through the pending entries for due ones only once it has
+   * passed, not on every call: with a large prefetch that look was a claim's
+   * largest cost.
+   */
+  dueAt: number;
 }
 
 /** `flush: false` resolves a write once committed (it survives a process kill), before it reaches the disk. */
@@ -143,7 +150,7 @@ export class EmbeddedEngine implements Engine {
     const now = this.now();
     for (const { key, value } of this.groupsDb.getRange()) {
       const [topic, group] = key;
-      this.groups.set(groupKey(topic, group), { ...value, topic, group, pending: new Map() });
+      this.groups.set(groupKey(topic, group), { ...value, topic, group, pending: new Map(), dueAt: -Infinity });
     }
     for (const { key, value } of this.pendingDb.getRange()) {
       const [topic, group, offset] = key;
@@ -414,6 +421,7 @@ export class EmbeddedEngine implements Engine {
         redeliveries: 0,
         deadLettered: 0,
         pending: new Map(),
+        dueAt: Infinity,
       };
       this.groups.set(groupKey(topic, group), state);
       await this.persistGroup(state);
@@ -469,11 +477,15 @@ export class EmbeddedEngine implements Engine {
     // Memory changes first (claims of one turn must not interleave); a write that fails undoes them.
     const undo: Array<() => void> = [];
     const { cursor, redeliveries } = state;
-    undo.push(() => Object.assign(state, { cursor, redeliveries }));
+    undo.push(() => Object.assign(state, { cursor, redeliveries, dueAt: -Infinity }));
 
-    const due = [...state.pending.values()].filter((e) => e.deadline <= now).sort((a, b) => a.offset - b.offset);
+    const due = now >= state.dueAt ? this.dueEntries(state, now) : [];
     for (const entry of due) {
-      if (deliveries.length >= max) break;
+      if (deliveries.length >= max) {
+        // Due entries are left for the next claim: it must look again.
+        state.dueAt = now;
+        break;
+      }
       const [message] = this.readDurable(topic, entry.offset, 1);
       if (!message || message.offset !== entry.offset) {
         // Retention removed it while it was pending: nothing left to deliver.
@@ -512,6 +524,7 @@ export class EmbeddedEngine implements Engine {
           lastDeliveredAt: now,
         };
         state.pending.set(message.offset, entry);
+        state.dueAt = Math.min(state.dueAt, entry.deadline);
         undo.push(() => state.pending.delete(message.offset));
         state.cursor = message.offset + 1;
         changed.push(entry);
@@ -536,8 +549,8 @@ export class EmbeddedEngine implements Engine {
     }
     const result: ClaimResult = { deliveries };
     if (deadLettered > 0) result.deadLettered = deadLettered;
-    const nextDueAt = this.nextDueAt(state, now);
-    if (nextDueAt !== undefined) result.nextDueAt = nextDueAt;
+    // A lower bound (an entry acked since does not raise it): an early wake-up only costs one look.
+    if (state.pending.size > 0 && state.dueAt > now && state.dueAt < Infinity) result.nextDueAt = state.dueAt;
     return result;
   }
 
@@ -566,6 +579,7 @@ export class EmbeddedEngine implements Engine {
       // Keep the message: it stays pending and is dead-lettered on a later claim.
       state.deadLettered -= 1;
       state.pending.set(entry.offset, entry);
+      state.dueAt = -Infinity;
     }
   }
 
@@ -575,7 +589,11 @@ export class EmbeddedEngine implements Engine {
     const entry = this.leasedEntry(state, offset, options);
     // Gone from memory at once, so a second ack of it fails; back if the write does.
     state.pending.delete(offset);
-    await this.writeOrUndo([() => state.pending.set(offset, entry)], () => this.pendingDb.remove([topic, group, offset]));
+    const undo = () => {
+      state.pending.set(offset, entry);
+      state.dueAt = -Infinity;
+    };
+    await this.writeOrUndo([undo], () => this.pendingDb.remove([topic, group, offset]));
   }
 
   async nack(topic: string, group: string, offset: number, delayMs: number, options: SettleOptions): Promise<number> {
@@ -585,6 +603,7 @@ export class EmbeddedEngine implements Engine {
     const before = { ...entry };
     entry.consumer = null;
     entry.deadline = this.now() + delayMs;
+    state.dueAt = Math.min(state.dueAt, entry.deadline);
     const stored = { ...entry };
     await this.writeOrUndo([() => Object.assign(entry, before)], () => this.pendingDb.put([topic, group, offset], stored));
     return entry.deadline;
@@ -632,6 +651,7 @@ export class EmbeddedEngine implements Engine {
       undo.push(() => Object.assign(entry, before));
       entry.consumer = null;
       entry.deadline = now;
+      state.dueAt = Math.min(state.dueAt, now);
       released.push({ ...entry });
     }
     if (released.length > 0) {
@@ -687,12 +707,20 @@ export class EmbeddedEngine implements Engine {
     };
   }
 
-  private nextDueAt(state: GroupState, now: number): number | undefined {
-    let next: number | undefined;
+  /**
+   * The due pending entries in offset order; sets `dueAt` to the earliest
+   * deadline of the others, those a claim redelivering the due ones leaves
+   * (it gives them `now + ackWaitMs`, later than every other).
+   */
+  private dueEntries(state: GroupState, now: number): PendingEntry[] {
+    const due: PendingEntry[] = [];
+    let next = Infinity;
     for (const entry of state.pending.values()) {
-      if (entry.deadline > now && (next === undefined || entry.deadline < next)) next = entry.deadline;
+      if (entry.deadline <= now) due.push(entry);
+      else if (entry.deadline < next) next = entry.deadline;
     }
-    return next;
+    state.dueAt = due.length > 0 ? Math.min(next, now + state.ackWaitMs) : next;
+    return due.sort((a, b) => a.offset - b.offset);
   }
 
   /** Writes, or, when the write fails, runs `undo` (newest first) to put memory back as it was, and throws. */
