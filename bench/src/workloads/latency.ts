@@ -22,7 +22,7 @@ export const latency: Workload = {
   columns: ['msg/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'server CPU-s/M', 'refused', 'dup', 'lost'],
   async run(ctx) {
     const { quick, rounds } = ctx.options;
-    const totalS = quick ? 3 : 20;
+    const totalS = quick ? 5 : 20;
     const sliceCount = Math.max(1, Math.round((RATE * totalS) / rounds));
     const systems = queueSystems().filter((s) => ctx.wants(s.name));
     const pool = new SystemPool(ctx);
