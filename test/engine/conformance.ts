@@ -447,6 +447,26 @@ export function engineConformance(name: string, harness: EngineHarness): void {
         await engine.ack(topic, 'g', 1, by('B'));
       });
 
+      test('acks many deliveries at once, settling those leased to the consumer and saying why each other one was not', async () => {
+        const { engine } = await create();
+        const topic = uniqueTopic();
+        await engine.ensureGroup(topic, 'g', { ackWaitMs: 60_000 });
+        for (const n of range(1, 5)) await engine.publish(topic, n);
+        await engine.claim(topic, 'g', 'A', 3);
+        await engine.claim(topic, 'g', 'B', 1);
+        const results = await engine.ackMany(topic, 'g', [3, 1, 4, 9, 1, 2], by('A'));
+        expect(results.map((e) => e?.code)).toEqual([undefined, undefined, 'not_found', 'not_found', 'not_found', undefined]);
+        expect(results[2]?.message).toMatch(/not leased to this member/);
+        const info = await engine.groupInfo(topic, 'g');
+        expect(info?.pending).toBe(1);
+        expect((await engine.pending(topic, 'g', 10)).map((e) => [e.offset, e.consumer])).toEqual([[4, 'B']]);
+        // Settled is settled: they are not delivered again.
+        expect((await engine.claim(topic, 'g', 'C', 10)).deliveries.map((d) => d.message.offset)).toEqual([5]);
+        await expect(engine.ackMany(topic, 'g', [4], { consumer: 'B', epoch: 'not-an-epoch' })).resolves.toEqual([
+          expect.objectContaining({ code: 'not_found' }),
+        ]);
+      });
+
       test('hands out due entries over several small claims, oldest first, and keeps track of the next deadline as entries settle', async () => {
         const clock = manualClock();
         const { engine } = await create({ clock: clock.now });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeProcess } from '../helpers/node-process.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { SioClient } from '../helpers/sio-client.js';
-import { uniqueTopic } from '../helpers/util.js';
+import { range, uniqueTopic } from '../helpers/util.js';
 
 const MAX_MESSAGE_BYTES = 1024;
 
@@ -95,6 +95,12 @@ describe('bad input', () => {
     ['a key over 256 characters', { op: 'publish', id: 23, topic: 'x', data: 1, key: 'k'.repeat(257) }, "'key'"],
     ['a key with a lone surrogate', { op: 'publish', id: 24, topic: 'x', data: 1, key: 'a\ud800' }, 'lone surrogate'],
     ['a token over 8 KiB in auth', { op: 'auth', id: 25, token: 't'.repeat(8193) }, "'token'"],
+    ['an ack without offset or offsets', { op: 'ack', id: 26, topic: 'x', group: 'g' }, "give 'offset' or 'offsets'"],
+    ['an ack with both offset and offsets', { op: 'ack', id: 27, topic: 'x', group: 'g', offset: 1, offsets: [2] }, "give 'offset' or 'offsets'"],
+    ['an ack with no offsets', { op: 'ack', id: 28, topic: 'x', group: 'g', offsets: [] }, "'offsets'"],
+    ['an ack of 1001 offsets', { op: 'ack', id: 29, topic: 'x', group: 'g', offsets: range(1, 1001) }, "'offsets'"],
+    ['an ack with a zero among its offsets', { op: 'ack', id: 30, topic: 'x', group: 'g', offsets: [1, 0] }, "'offsets.1'"],
+    ['offsets on a nack', { op: 'nack', id: 31, topic: 'x', group: 'g', offset: 1, offsets: [1] }, "unknown field 'offsets'"],
   ])('rejects %s with bad_request', async (_what, frame, message) => {
     const reply = await client.request(frame as Record<string, unknown>);
     expect(reply).toMatchObject({ op: 'error', code: 'bad_request', id: frame.id });

@@ -125,6 +125,31 @@ describe.each(transports)('over %s', (_name, connectRaw) => {
     expect(await groupState(node.url, topic, 'workers')).toMatchObject({ cursor: 31, pending: 0, redeliveries: 0 });
   });
 
+  it('acks many offsets in one frame: settles those leased to the member, names each other one, and hands out more', async () => {
+    const topic = uniqueTopic();
+    const member = await connect();
+    const other = await connect();
+    await member.ok({ op: 'subscribe', topic, group: 'g', prefetch: 4 });
+    const pub = await connect();
+    for (const n of range(1, 4)) await pub.ok({ op: 'publish', topic, data: n });
+    const got = await member.waitForMessages(4, topic);
+    await other.ok({ op: 'subscribe', topic, group: 'g', prefetch: 1 });
+    await pub.ok({ op: 'publish', topic, data: 5 });
+    await other.waitForMessages(1, topic);
+    const reply = await member.ok({ op: 'ack', topic, group: 'g', offsets: [1, 2, 5, 3, 2, 42], epoch: got[0]!.epoch });
+    expect(reply).toMatchObject({ acked: 3 });
+    expect((reply.failed as Array<{ offset: number; code: string }>).map((f) => [f.offset, f.code])).toEqual([
+      [5, 'not_found'],
+      [2, 'not_found'],
+      [42, 'not_found'],
+    ]);
+    expect((await pendingEntries(node.url, topic, 'g')).map((e) => e.offset)).toEqual([4, 5]);
+    // The freed prefetch is filled: the next messages go to this member.
+    for (const n of range(6, 8)) await pub.ok({ op: 'publish', topic, data: n });
+    expect((await member.waitForMessages(7, topic)).map((m) => m.offset)).toEqual([1, 2, 3, 4, 6, 7, 8]);
+    expect(await member.request({ op: 'ack', topic, group: 'other', offsets: [4] })).toMatchObject({ op: 'error', code: 'not_found' });
+  });
+
   it('bounds unacked deliveries per member by prefetch', async () => {
     const topic = uniqueTopic();
     const member = await connect();

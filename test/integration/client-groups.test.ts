@@ -1,9 +1,22 @@
-import { type GroupMessage, MeshClient, type MeshError } from '@meshmq/client';
+import { type GroupMessage, MeshClient, type MeshError, type WebSocketConstructor } from '@meshmq/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { groupState, pendingEntries } from '../helpers/admin.js';
 import { NodeProcess } from '../helpers/node-process.js';
-import { eventually } from '../helpers/util.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { eventually, uniqueTopic } from '../helpers/util.js';
 import { range, sleep, waitUntil } from '../helpers/wait.js';
+
+/** A `ws` WebSocket that records every frame the SDK sends on it. */
+function recordingWebSocket(sent: Array<Record<string, unknown>>): WebSocketConstructor {
+  class Recording extends WebSocket {
+    override send(data: string, ...rest: unknown[]): void {
+      sent.push(JSON.parse(data) as Record<string, unknown>);
+      (super.send as (...args: unknown[]) => void)(data, ...rest);
+    }
+  }
+  return Recording as unknown as WebSocketConstructor;
+}
 
 /** Long enough that the message is still held back when the test looks right after the nack. */
 const NACK_DELAY_MS = 1000;
@@ -51,6 +64,37 @@ describe('client: consumer groups', () => {
     expect(later).toEqual([[6, 1]]);
     expect(await groupState(node.url, 'g.auto', 'workers')).toMatchObject({ cursor: 7, pending: 0, redeliveries: 0 });
     await again.stop();
+  });
+
+  it('sends the acks made in one turn in one frame: one store write and one reply for them all', async () => {
+    const topic = uniqueTopic('g.batch');
+    const backlog = 200;
+    const publisher = await RawClient.connect(node.wsUrl);
+    for (const n of range(1, backlog)) await publisher.ok({ op: 'publish', topic, data: n });
+    await publisher.close();
+    const sent: Array<Record<string, unknown>> = [];
+    const recording = new MeshClient({ url: node.url, WebSocket: recordingWebSocket(sent), heartbeatMs: 0 });
+    await recording.connect();
+    try {
+      const messages: Array<GroupMessage<number>> = [];
+      const consumer = await recording.consume<number>(topic, 'workers', (m) => void messages.push(m), { autoAck: false, prefetch: 500, from: 1 });
+      await waitUntil(() => messages.length === backlog, 'the backlog');
+      const outcomes = await Promise.allSettled(messages.map((m) => m.ack()));
+      expect(outcomes.filter((o) => o.status === 'rejected')).toEqual([]);
+      const acks = sent.filter((f) => f.op === 'ack');
+      expect(acks, 'one ack frame for the 200 acks made in one turn').toHaveLength(1);
+      expect(acks[0]!.offsets).toEqual(range(1, backlog));
+      expect(await groupState(node.url, topic, 'workers')).toMatchObject({ pending: 0, redeliveries: 0 });
+      // An ack made alone goes as before, with one offset.
+      await recording.publish(topic, backlog + 1);
+      await waitUntil(() => messages.length === backlog + 1, 'one more message');
+      await messages.at(-1)!.ack();
+      expect(sent.filter((f) => f.op === 'ack').at(-1)).toMatchObject({ offset: backlog + 1 });
+      expect(sent.filter((f) => f.op === 'ack').at(-1)).not.toHaveProperty('offsets');
+      await consumer.stop();
+    } finally {
+      await recording.close();
+    }
   });
 
   it('nacks when the handler throws and gets the message again with delivery 2', async () => {

@@ -1,4 +1,5 @@
 import { DEFAULTS, groupKey, MeshError, type MessageFrame, type RequestBody } from '@meshmq/shared';
+import { AckBatch } from './ack-batch.js';
 import type { Link } from './link.js';
 import { Resumable, type ResumableHost } from './resumable.js';
 import { unref } from './timers.js';
@@ -45,6 +46,7 @@ export interface GroupConsumer {
  */
 export class GroupMember<T = unknown> extends Resumable implements GroupConsumer {
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly ackBatches = new WeakMap<Link, AckBatch>();
   private stopping = false;
   private joined = false;
   private ackWaitMs: number;
@@ -162,6 +164,16 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
     }
   }
 
+  /** The acks of deliveries that came on `link` go back on it, together. */
+  private acksOn(link: Link): AckBatch {
+    let batch = this.ackBatches.get(link);
+    if (!batch) {
+      batch = new AckBatch(this.topic, this.group, (request) => this.host.request(link, request));
+      this.ackBatches.set(link, batch);
+    }
+    return batch;
+  }
+
   private message(link: Link, frame: MessageFrame): GroupMessage<T> {
     // The epoch makes the node refuse to settle the message at this offset if it was lost and replaced meanwhile.
     const delivered = { topic: this.topic, group: this.group, offset: frame.offset, epoch: frame.epoch };
@@ -176,6 +188,8 @@ export class GroupMember<T = unknown> extends Resumable implements GroupConsumer
             `cannot ${request.op} offset ${frame.offset}: the connection it was delivered on was lost, so the server released it for redelivery`,
           ),
         );
+      } else if (request.op === 'ack') {
+        settling = this.acksOn(link).add(frame.offset, frame.epoch);
       } else {
         settling = this.host.request(link, request).then(() => undefined);
       }

@@ -216,7 +216,7 @@ export class RequestTracker {
     this.pending.delete(p.id);
     clearTimeout(p.timer);
     if (frame.op === 'ok') {
-      p.resolve(frame);
+      p.resolve(p.uncertain ? okAfterUncertain(p, frame) : frame);
       return true;
     }
     const error = errorOf(frame);
@@ -304,13 +304,35 @@ function afterUncertain(p: Pending, error: MeshError): MeshError {
   if (error.code === 'not_found' && (frame.op === 'ack' || frame.op === 'nack')) {
     return new MeshError(
       'maybe_stored',
-      `'${frame.op}' of offset ${frame.offset} may have been applied: an earlier send of it got no certain answer, and sending it again ` +
+      `'${frame.op}' of ${frame.op === 'ack' && frame.offsets ? `offsets ${frame.offsets.join(', ')}` : `offset ${frame.offset}`} may have been applied: an earlier send of it got no certain answer, and sending it again ` +
         `found the offset no longer leased to this member (${error.message}); if the earlier one was not applied, the lease had ended ` +
         'and the message is delivered again',
       { cause: error },
     );
   }
   return error;
+}
+
+/**
+ * The answer to an ack of many `offsets` sent again after an uncertain send:
+ * an offset it reports `not_found` may be one the earlier send settled, so,
+ * as for an ack of one offset, it becomes `maybe_stored`.
+ */
+function okAfterUncertain(p: Pending, frame: OkFrame): OkFrame {
+  const failed = (frame as { failed?: unknown }).failed;
+  if (p.frame.op !== 'ack' || !Array.isArray(failed)) return frame;
+  return {
+    ...frame,
+    failed: (failed as Array<{ offset: number; code: string; message: string }>).map((f) =>
+      f.code === 'not_found'
+        ? {
+            offset: f.offset,
+            code: 'maybe_stored',
+            message: `ack of offset ${f.offset} may have been applied: an earlier send of it got no certain answer, and sending it again found the offset no longer leased to this member (${f.message}); if the earlier one was not applied, the lease had ended and the message is delivered again`,
+          }
+        : f,
+    ),
+  };
 }
 
 /** The MeshError of an error frame; a code this SDK does not know counts as `internal`. */

@@ -319,8 +319,8 @@ export class NodeMetrics implements BrokerObserver {
     this.redeliveredTotal.inc({ topic: this.labels.of(topic) });
   }
 
-  acked(topic: string): void {
-    this.ackedTotal.inc({ topic: this.labels.of(topic) });
+  acked(topic: string, _group: string, count: number): void {
+    this.ackedTotal.inc({ topic: this.labels.of(topic) }, count);
   }
 
   nacked(topic: string): void {

@@ -24,6 +24,8 @@ export const LIMITS = {
   maxDeliveries: { min: 1, max: 1000 },
   prefetch: { min: 1, max: 10_000 },
   nackDelayMs: { min: 0, max: 12 * 60 * 60 * 1000 },
+  /** Most offsets one `ack` frame settles (`offsets`). */
+  ackOffsets: 1000,
   keyLength: 256,
   /** Longest access token accepted, in characters. */
   tokenLength: 8192,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DEFAULTS, LIMITS } from './defaults.js';
-import { MeshError } from './errors.js';
+import { type ErrorCode, MeshError } from './errors.js';
 import { isReadableTopicName, isValidGroupName } from './names.js';
 import type { PermissionClaim } from './permissions.js';
 
@@ -94,14 +94,18 @@ const unsubscribe = z.strictObject({
 /** The epoch the delivery came with: the node refuses to settle another message that took over its offset. */
 const deliveryEpoch = z.string().max(64).optional();
 
-const ack = z.strictObject({
-  op: z.literal('ack'),
-  id: requestId,
-  topic,
-  group,
-  offset,
-  epoch: deliveryEpoch,
-});
+/** One delivery (`offset`), or many delivered with the same epoch (`offsets`): one frame, one store write, one reply. */
+const ack = z
+  .strictObject({
+    op: z.literal('ack'),
+    id: requestId,
+    topic,
+    group,
+    offset: offset.optional(),
+    offsets: z.array(offset).min(1).max(LIMITS.ackOffsets).optional(),
+    epoch: deliveryEpoch,
+  })
+  .refine((frame) => (frame.offset === undefined) !== (frame.offsets === undefined), "give 'offset' or 'offsets', one of them");
 
 const nack = z.strictObject({
   op: z.literal('nack'),
@@ -340,6 +344,16 @@ export interface SubscribeResult {
   maxDeliveries?: number;
 }
 
+/**
+ * Result of `ack`: empty for one `offset` (an offset not settled is an
+ * error reply); for `offsets`, how many were settled and why each other
+ * one was not (`not_found`: not leased to this member, or lost).
+ */
+export interface AckResult {
+  acked?: number;
+  failed?: Array<{ offset: number; code: ErrorCode; message: string }>;
+}
+
 export interface HistoryResult {
   epoch: string;
   first: number;
@@ -361,7 +375,7 @@ export interface RequestResults {
   publish: PublishResult;
   subscribe: SubscribeResult;
   unsubscribe: EmptyResult;
-  ack: EmptyResult;
+  ack: AckResult;
   nack: EmptyResult;
   history: HistoryResult;
   ping: PingResult;

@@ -339,16 +339,25 @@ export class Broker implements SessionContext {
     }
   }
 
-  /** Acks (or, with `nackDelayMs`, nacks) a delivery leased to the membership's member. */
-  async settle(actor: Principal, { dispatcher, member }: GroupMembership, offset: number, epoch: string | undefined, nackDelayMs?: number): Promise<void> {
-    authorize(actor, 'consume', dispatcher.topic, nackDelayMs === undefined ? 'ack' : 'nack');
-    if (nackDelayMs === undefined) {
-      await dispatcher.ack(member, offset, epoch);
-      this.observer?.acked(dispatcher.topic, dispatcher.group);
-    } else {
-      await dispatcher.nack(member, offset, nackDelayMs, epoch);
-      this.observer?.nacked(dispatcher.topic, dispatcher.group);
-    }
+  /** Acks deliveries leased to the membership's member, in one store write; per offset, undefined or why it was not settled. */
+  async ack(
+    actor: Principal,
+    { dispatcher, member }: GroupMembership,
+    offsets: readonly number[],
+    epoch: string | undefined,
+  ): Promise<Array<MeshError | undefined>> {
+    authorize(actor, 'consume', dispatcher.topic, 'ack');
+    const results = await dispatcher.ackMany(member, offsets, epoch);
+    const acked = results.filter((error) => error === undefined).length;
+    if (acked > 0) this.observer?.acked(dispatcher.topic, dispatcher.group, acked);
+    return results;
+  }
+
+  /** Makes a delivery leased to the membership's member deliverable again after `delayMs`. */
+  async nack(actor: Principal, { dispatcher, member }: GroupMembership, offset: number, delayMs: number, epoch: string | undefined): Promise<void> {
+    authorize(actor, 'consume', dispatcher.topic, 'nack');
+    await dispatcher.nack(member, offset, delayMs, epoch);
+    this.observer?.nacked(dispatcher.topic, dispatcher.group);
   }
 
   // ---- what this node holds ------------------------------------------------------

@@ -56,7 +56,8 @@ const RETRY_MAX_MS = 5000;
 export class GroupDispatcher {
   private readonly members = new Map<string, GroupMember>();
   private draining = 0;
-  private pumpAgain = false;
+  /** Counts pump calls: a drain that saw it change while its claim was under way looks again. */
+  private wanted = 0;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private retryMs = RETRY_MIN_MS;
@@ -93,9 +94,16 @@ export class GroupDispatcher {
 
   /** Settles a delivery leased to `member`; the engine refuses one leased to anyone else. */
   async ack(member: GroupMember, offset: number, epoch?: string): Promise<void> {
-    await this.engine.ack(this.topic, this.group, offset, settleOptions(member, epoch));
-    this.forget(offset);
+    const [error] = await this.ackMany(member, [offset], epoch);
+    if (error) throw error;
+  }
+
+  /** Settles deliveries leased to `member` in one store write; per offset, undefined or why it was not settled. */
+  async ackMany(member: GroupMember, offsets: readonly number[], epoch?: string): Promise<Array<MeshError | undefined>> {
+    const results = await this.engine.ackMany(this.topic, this.group, offsets, settleOptions(member, epoch));
+    for (const [i, offset] of offsets.entries()) if (results[i] === undefined) this.forget(offset);
     this.pump();
+    return results;
   }
 
   async nack(member: GroupMember, offset: number, delayMs: number, epoch?: string): Promise<void> {
@@ -111,13 +119,11 @@ export class GroupDispatcher {
     this.members.clear();
   }
 
-  /** Asks the engine for work for every member with free prefetch; coalesces calls past the claims allowed at once. */
+  /** Asks the engine for work for every member with free prefetch; past the claims allowed at once, a running drain looks again. */
   pump(): void {
     if (this.closed) return;
-    if (this.draining >= MAX_CONCURRENT_DRAINS) {
-      this.pumpAgain = true;
-      return;
-    }
+    this.wanted++;
+    if (this.draining >= MAX_CONCURRENT_DRAINS) return;
     this.draining++;
     void this.drain()
       .then(
@@ -139,10 +145,6 @@ export class GroupDispatcher {
       )
       .finally(() => {
         this.draining--;
-        if (this.pumpAgain && !this.closed) {
-          this.pumpAgain = false;
-          this.pump();
-        }
       });
   }
 
@@ -153,7 +155,9 @@ export class GroupDispatcher {
     }
     let round = 1;
     for (;;) {
-      this.pumpAgain = false;
+      // A member with no free prefetch left only because of claims under way is served when those return:
+      // they look again, since this call changed `wanted`.
+      const seen = this.wanted;
       const wanting = [...this.members.values()].filter((m) => free(m) > 0);
       // A member whose connection is not reading gets nothing more until it does: prefetch bounds messages, this bounds bytes.
       const hungry = wanting.filter((m) => m.connection.bufferedAmount() < HIGH_WATER_MARK);
@@ -180,7 +184,7 @@ export class GroupDispatcher {
           this.members.set(member.consumer, member);
         }
       }
-      if (delivered === 0 && !this.pumpAgain) return;
+      if (delivered === 0 && this.wanted === seen) return;
       round = Math.min(round * 2, MAX_ROUND);
     }
   }

@@ -14,7 +14,8 @@ export interface BrokerObserver {
   delivered(kind: 'fanout' | 'group', topic: string, lagSeconds: number): void;
   /** A group delivery beyond the first of a message. */
   redelivered(topic: string, group: string): void;
-  acked(topic: string, group: string): void;
+  /** `count` deliveries were acked (one `ack` frame may settle many). */
+  acked(topic: string, group: string, count: number): void;
   nacked(topic: string, group: string): void;
   /** Messages a group's claim moved to the dead-letter topic. */
   deadLettered(topic: string, group: string, count: number): void;

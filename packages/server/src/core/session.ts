@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import {
+  type AckResult,
   type AuthResult,
   CLOSE_CODES,
   groupKey,
@@ -50,7 +51,9 @@ export interface SessionContext {
   unsubscribe(subscription: FanoutSubscription, connection: Connection): void;
   join(actor: Principal, connection: Connection, consumer: string, request: SubscribeRequest & { group: string }): Promise<Opened<GroupMembership>>;
   leave(membership: GroupMembership): Promise<void>;
-  settle(actor: Principal, membership: GroupMembership, offset: number, epoch: string | undefined, nackDelayMs?: number): Promise<void>;
+  /** Acks deliveries leased to the membership's member; per offset, undefined or why it was not settled. */
+  ack(actor: Principal, membership: GroupMembership, offsets: readonly number[], epoch: string | undefined): Promise<Array<MeshError | undefined>>;
+  nack(actor: Principal, membership: GroupMembership, offset: number, delayMs: number, epoch: string | undefined): Promise<void>;
   /** The session released everything it held. */
   sessionClosed(session: Session): void;
 }
@@ -233,9 +236,11 @@ export class Session {
       case 'unsubscribe':
         return this.unsubscribe(request.topic, request.group).then(() => ({ result: {} }));
       case 'ack':
-        return this.settle(request.topic, request.group, request.offset, request.epoch).then(() => ({ result: {} }));
+        return this.ack(request.topic, request.group, request.offsets ?? [request.offset!], request.epoch, request.offsets === undefined).then((result) => ({
+          result,
+        }));
       case 'nack':
-        return this.settle(request.topic, request.group, request.offset, request.epoch, request.delay ?? 0).then(() => ({ result: {} }));
+        return this.nack(request.topic, request.group, request.offset, request.delay ?? 0, request.epoch).then(() => ({ result: {} }));
       case 'history':
         return this.history(request).then((result) => ({ result }));
     }
@@ -340,10 +345,30 @@ export class Session {
     await this.context.leave(membership);
   }
 
-  private async settle(topic: string, group: string, offset: number, epoch: string | undefined, nackDelayMs?: number): Promise<void> {
+  /**
+   * An ack of one `offset` fails with the error that kept it from being
+   * settled; one of `offsets` answers how many were settled and why the
+   * others were not.
+   */
+  private async ack(topic: string, group: string, offsets: readonly number[], epoch: string | undefined, single: boolean): Promise<AckResult> {
+    const results = await this.context.ack(this.principal, this.membership(topic, group), offsets, epoch);
+    if (single) {
+      if (results[0]) throw results[0];
+      return {};
+    }
+    const failed: AckResult['failed'] = [];
+    for (const [i, error] of results.entries()) if (error) failed.push({ offset: offsets[i]!, code: error.code, message: error.message });
+    return { acked: offsets.length - failed.length, failed };
+  }
+
+  private async nack(topic: string, group: string, offset: number, delayMs: number, epoch: string | undefined): Promise<void> {
+    await this.context.nack(this.principal, this.membership(topic, group), offset, delayMs, epoch);
+  }
+
+  private membership(topic: string, group: string): GroupMembership {
     const membership = this.groups.get(groupKey(topic, group));
     if (!membership) throw notMember(topic, group);
-    await this.context.settle(this.principal, membership, offset, epoch, nackDelayMs);
+    return membership;
   }
 
   /** One history reply at a time per connection, each only once the connection has room for it. */

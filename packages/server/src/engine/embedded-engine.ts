@@ -584,16 +584,35 @@ export class EmbeddedEngine implements Engine {
   }
 
   async ack(topic: string, group: string, offset: number, options: SettleOptions): Promise<void> {
+    const [error] = await this.ackMany(topic, group, [offset], options);
+    if (error) throw error;
+  }
+
+  async ackMany(topic: string, group: string, offsets: readonly number[], options: SettleOptions): Promise<Array<MeshError | undefined>> {
     this.assertOpen();
     const state = this.requireGroup(topic, group);
-    const entry = this.leasedEntry(state, offset, options);
-    // Gone from memory at once, so a second ack of it fails; back if the write does.
-    state.pending.delete(offset);
+    const results: Array<MeshError | undefined> = [];
+    const settled: Array<[number, PendingEntry]> = [];
+    for (const offset of offsets) {
+      try {
+        const entry = this.leasedEntry(state, offset, options);
+        // Gone from memory at once, so a second ack of it fails; back if the write does.
+        state.pending.delete(offset);
+        settled.push([offset, entry]);
+        results.push(undefined);
+      } catch (err) {
+        results.push(MeshError.from(err));
+      }
+    }
+    if (settled.length === 0) return results;
     const undo = () => {
-      state.pending.set(offset, entry);
+      for (const [offset, entry] of settled) state.pending.set(offset, entry);
       state.dueAt = -Infinity;
     };
-    await this.writeOrUndo([undo], () => this.pendingDb.remove([topic, group, offset]));
+    await this.writeOrUndo([undo], () => {
+      for (const [offset] of settled) this.pendingDb.remove([topic, group, offset]);
+    });
+    return results;
   }
 
   async nack(topic: string, group: string, offset: number, delayMs: number, options: SettleOptions): Promise<number> {

@@ -13,7 +13,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { DEFAULTS, type DeadLetter, type GroupInfo, type GroupSettings, type PendingEntry, type RetentionPolicy } from '@meshmq/shared';
+import { DEFAULTS, type DeadLetter, type GroupInfo, type GroupSettings, type MeshError, type PendingEntry, type RetentionPolicy } from '@meshmq/shared';
 
 export type { DeadLetter, GroupInfo, GroupSettings, PendingEntry, RetentionPolicy };
 
@@ -248,6 +248,15 @@ export interface Engine {
    * another one holds it now.
    */
   ack(topic: string, group: string, offset: number, options: SettleOptions): Promise<void>;
+  /**
+   * Settles many deliveries leased to `options.consumer` as `ack` settles
+   * one, in one store write where the engine can. Resolves, per offset in
+   * the order given, to undefined when it was settled or to the `not_found`
+   * error `ack` would have thrown (an offset given twice: the second one).
+   * Rejects when the store failed; which of them were settled is then
+   * unknown, as for a failed `ack`.
+   */
+  ackMany(topic: string, group: string, offsets: readonly number[], options: SettleOptions): Promise<Array<MeshError | undefined>>;
   /**
    * Makes a delivery leased to `options.consumer` deliverable again after
    * `delayMs`; returns when. Throws `not_found` as ack does.

@@ -585,6 +585,19 @@ export class RedisEngine implements Engine {
     await this.link.eval(ACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, topic, epoch ?? '', consumer]);
   }
 
+  /** One ACK script per offset, sent together: the Redis client writes commands issued in one turn in one go. */
+  async ackMany(topic: string, group: string, offsets: readonly number[], options: SettleOptions): Promise<Array<MeshError | undefined>> {
+    this.assertOpen();
+    const outcomes = await Promise.allSettled(offsets.map((offset) => this.ack(topic, group, offset, options)));
+    const results: Array<MeshError | undefined> = [];
+    for (const outcome of outcomes) {
+      if (outcome.status === 'fulfilled') results.push(undefined);
+      else if (outcome.reason instanceof MeshError && outcome.reason.code === 'not_found') results.push(outcome.reason);
+      else throw outcome.reason;
+    }
+    return results;
+  }
+
   async nack(topic: string, group: string, offset: number, delayMs: number, { consumer, epoch }: SettleOptions): Promise<number> {
     this.assertOpen();
     const k = this.groupKeys(topic, group);
