@@ -14,12 +14,17 @@
  * src/systems.ts next to `meshmq-ws`, so tables show both.
  */
 import { Buffer } from 'node:buffer';
-import { MeshClient } from '@meshmq/client';
-import amqp from 'amqplib';
-import { AckPolicy, type NatsConnection, connect as natsConnect, StorageType } from 'nats';
-import { createClient } from 'redis';
-import WebSocket from 'ws';
+// Client libraries are imported when a driver first connects, so that a load
+// agent loads only the one it uses (and starts faster).
+import type { MeshClient } from '@meshmq/client';
+import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
+import type { NatsConnection } from 'nats';
+import type { createClient } from 'redis';
+import type WebSocket from 'ws';
 import type { DriverSpec } from './pipeline-types.js';
+
+const amqpLib = async () => (await import('amqplib')).default;
+const natsLib = () => import('nats');
 
 /** A delivery's body: the JSON text, or the decoded object where the protocol already decoded it (MeshMQ `data`). */
 export type Body = string | { s: number; t: number };
@@ -59,10 +64,10 @@ export function openDriver(spec: DriverSpec): Driver {
 // ---- RabbitMQ -----------------------------------------------------------------------
 
 class RabbitDriver implements Driver {
-  private pubConn: amqp.ChannelModel | undefined;
-  private subConn: amqp.ChannelModel | undefined;
-  private pub: amqp.ConfirmChannel | undefined;
-  private sub: amqp.Channel | undefined;
+  private pubConn: ChannelModel | undefined;
+  private subConn: ChannelModel | undefined;
+  private pub: ConfirmChannel | undefined;
+  private sub: Channel | undefined;
   private queue = '';
   private window = 1;
 
@@ -71,6 +76,7 @@ class RabbitDriver implements Driver {
   async prepare(queue: string, window: number): Promise<void> {
     this.queue = queue;
     this.window = window;
+    const amqp = await amqpLib();
     this.pubConn = await amqp.connect(this.url);
     this.subConn = await amqp.connect(this.url);
     this.pub = await this.pubConn.createConfirmChannel();
@@ -110,7 +116,7 @@ class RabbitDriver implements Driver {
   }
 
   static async version(url: string): Promise<string | undefined> {
-    const conn = await amqp.connect(url);
+    const conn = await (await amqpLib()).connect(url);
     const version = conn.connection.serverProperties.version;
     await conn.close();
     return typeof version === 'string' ? version : undefined;
@@ -138,8 +144,9 @@ class NatsDriver implements Driver {
     this.stream = queue.replace(/[^A-Za-z0-9_-]/g, '_');
     this.subject = `bench.${this.stream}`;
     this.window = window;
-    this.pubNc = await natsConnect({ servers: this.url });
-    this.subNc = await natsConnect({ servers: this.url });
+    const { AckPolicy, connect, StorageType } = await natsLib();
+    this.pubNc = await connect({ servers: this.url });
+    this.subNc = await connect({ servers: this.url });
     const jsm = await this.pubNc.jetstreamManager();
     await jsm.streams.add({ name: this.stream, subjects: [this.subject], storage: StorageType.File, num_replicas: 1 });
     await jsm.consumers.add(this.stream, { durable_name: 'bench', ack_policy: AckPolicy.Explicit, max_ack_pending: Math.max(1000, window * 2) });
@@ -173,7 +180,7 @@ class NatsDriver implements Driver {
   }
 
   static async version(url: string): Promise<string | undefined> {
-    const nc = await natsConnect({ servers: url });
+    const nc = await (await natsLib()).connect({ servers: url });
     const version = nc.info?.version;
     await nc.close();
     return version;
@@ -199,6 +206,7 @@ class RedisStreamsDriver implements Driver {
   async prepare(queue: string, window: number): Promise<void> {
     this.key = `bench:${queue}`;
     this.window = window;
+    const { createClient } = await import('redis');
     this.pub = createClient({ url: this.url });
     this.sub = createClient({ url: this.url });
     this.pub.on('error', () => {});
@@ -280,9 +288,10 @@ class WsConnection {
     });
   }
 
-  static open(url: string): Promise<WsConnection> {
+  static async open(url: string): Promise<WsConnection> {
+    const { default: WebSocketClass } = await import('ws');
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { perMessageDeflate: false });
+      const ws = new WebSocketClass(url, { perMessageDeflate: false });
       ws.once('open', () => resolve(new WsConnection(ws)));
       ws.once('error', reject);
     });
@@ -355,6 +364,7 @@ class MeshSdkDriver implements Driver {
   async prepare(queue: string, window: number): Promise<void> {
     this.topic = queue;
     this.window = window;
+    const { MeshClient } = await import('@meshmq/client');
     this.pub = new MeshClient({ url: this.publishUrl, discoverNodes: false, requestTimeoutMs: 60_000 });
     this.sub = new MeshClient({ url: this.consumeUrl, discoverNodes: false, requestTimeoutMs: 60_000 });
     await this.pub.connect();

@@ -32,6 +32,8 @@ export interface MeshNodesOptions {
   redis?: string;
   /** Appended to each node's command line. */
   extraArgs?: string[];
+  /** Node.js options put before the CLI on each node's command line (e.g. `--inspect-port=…`). */
+  nodeArgs?: string[];
 }
 
 export interface MeshNode {
@@ -75,7 +77,7 @@ export async function startMeshNodes(options: MeshNodesOptions): Promise<MeshClu
       }
       args.push(...(options.extraArgs ?? []));
       if (i === 0) firstArgs = args.slice(1);
-      const child = startChild(process.execPath, args, { cwd: REPO_ROOT });
+      const child = startChild(process.execPath, [...(options.nodeArgs ?? []), ...args], { cwd: REPO_ROOT });
       const node: MeshNode = { url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws`, port, pid: child.pid, ...(dataDir ? { dataDir } : {}) };
       started.push({ child, node });
     }

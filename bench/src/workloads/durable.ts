@@ -61,7 +61,7 @@ export const durable: Workload = {
     const { quick, window } = ctx.options;
     // Each system's measured run lasts about targetS at the rate its warm-up showed, within [min, max] messages.
     const targetS = quick ? 1 : 3;
-    const [min, max] = quick ? [1_000, 5_000] : [4_000, 60_000];
+    const [min, max] = quick ? [1_000, 5_000] : [2_000, 60_000];
     const warmup = quick ? 500 : 2_000;
     const counts = new Map<unknown, number>();
     const systems = queueSystems().filter((s) => ctx.wants(s.name));
