@@ -106,7 +106,9 @@ export class Context implements BenchContext {
   }
 
   skip(system: string, reason: string): void {
-    if (!this.skipped.some((s) => s.system === system && s.reason === reason)) this.skipped.push({ system, reason });
+    // Printed once per system and reason, however many workloads meet it.
+    if (this.skipped.some((s) => s.system === system && s.reason === reason)) return;
+    this.skipped.push({ system, reason });
     process.stderr.write(`skipped: ${system} (${reason})\n`);
   }
 
