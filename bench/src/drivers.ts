@@ -8,10 +8,13 @@
  *   at most `window` unacknowledged messages held (prefetch);
  * - opens its own connections: one for the publisher, one for the consumer.
  *
- * Batching: none of the drivers batches publishes or acks, since MeshMQ's
- * protocol has neither a batched publish nor a multi-offset ack yet. When it
- * gains one, add a DriverSpec kind (e.g. `meshmq-ws-batch`) here and list it in
- * src/systems.ts next to `meshmq-ws`, so tables show both.
+ * Batching: no driver batches publishes. Acks are one per message, except
+ * MeshMQ's multi-offset ack (`offsets`, up to 1000 per frame): the plain
+ * WebSocket driver uses it with `ackBatch` (every ack of one event-loop turn in
+ * one frame), and the SDK uses it by itself the same way. Tables list MeshMQ
+ * over plain WebSocket with and without it. A batched publish, once the
+ * protocol has one, goes here the same way: an option of `meshmq-ws`, and a
+ * system next to the plain one in `queueSystems()` (workloads/durable.ts).
  */
 import { Buffer } from 'node:buffer';
 // Client libraries are imported when a driver first connects, so that a load
@@ -55,7 +58,7 @@ export function openDriver(spec: DriverSpec): Driver {
     case 'redis-streams':
       return new RedisStreamsDriver(spec.url);
     case 'meshmq-ws':
-      return new MeshWsDriver(spec.publishUrl, spec.consumeUrl);
+      return new MeshWsDriver(spec.publishUrl, spec.consumeUrl, spec.ackBatch ?? false);
     case 'meshmq-sdk':
       return new MeshSdkDriver(spec.publishUrl, spec.consumeUrl);
   }
@@ -258,7 +261,7 @@ class RedisStreamsDriver implements Driver {
 // ---- MeshMQ, plain WebSocket ------------------------------------------------------
 
 interface Pending {
-  resolve: () => void;
+  resolve: (frame: Record<string, unknown>) => void;
   reject: (err: Error & { code?: string }) => void;
 }
 
@@ -279,7 +282,7 @@ class WsConnection {
       const p = this.pending.get(id);
       if (!p) return;
       this.pending.delete(id);
-      if (frame.op === 'ok') p.resolve();
+      if (frame.op === 'ok') p.resolve(frame);
       else p.reject(Object.assign(new Error(String(frame.message)), { code: String(frame.code) }));
     });
     ws.on('close', () => {
@@ -297,7 +300,7 @@ class WsConnection {
     });
   }
 
-  request(frame: Record<string, unknown>): Promise<void> {
+  request(frame: Record<string, unknown>): Promise<Record<string, unknown>> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -319,6 +322,7 @@ class MeshWsDriver implements Driver {
   constructor(
     private readonly publishUrl: string,
     private readonly consumeUrl: string,
+    private readonly ackBatch: boolean,
   ) {}
 
   async prepare(queue: string, window: number): Promise<void> {
@@ -331,15 +335,45 @@ class MeshWsDriver implements Driver {
   async consume(onMessage: (body: Body) => void, onAckError: (err: unknown) => void): Promise<void> {
     const sub = this.sub!;
     const topic = this.topic;
+    const ackOne = (frame: Record<string, unknown>) => {
+      sub.request({ op: 'ack', topic, group: 'bench', offset: frame.offset, epoch: frame.epoch }).catch(onAckError);
+    };
+    // Multi-offset ack: the offsets acked in one event-loop turn, per epoch, in frames of at most 1000.
+    let batch: Map<string, number[]> | undefined;
+    const flush = () => {
+      const pending = batch!;
+      batch = undefined;
+      for (const [epoch, offsets] of pending) {
+        for (let i = 0; i < offsets.length; i += 1000) {
+          const chunk = offsets.slice(i, i + 1000);
+          sub.request({ op: 'ack', topic, group: 'bench', offsets: chunk, epoch }).then((reply) => {
+            for (const f of (reply.failed as { code: string; message: string }[] | undefined) ?? []) {
+              onAckError(Object.assign(new Error(f.message), { code: f.code }));
+            }
+          }, onAckError);
+        }
+      }
+    };
+    const ackBatched = (frame: Record<string, unknown>) => {
+      if (!batch) {
+        batch = new Map();
+        setImmediate(flush);
+      }
+      const epoch = String(frame.epoch);
+      let list = batch.get(epoch);
+      if (!list) batch.set(epoch, (list = []));
+      list.push(frame.offset as number);
+    };
+    const ack = this.ackBatch ? ackBatched : ackOne;
     sub.onMessage = (frame) => {
       onMessage(frame.data as Body);
-      sub.request({ op: 'ack', topic, group: 'bench', offset: frame.offset, epoch: frame.epoch }).catch(onAckError);
+      ack(frame);
     };
     await sub.request({ op: 'subscribe', topic, group: 'bench', prefetch: Math.min(10_000, this.window), ackWait: 120_000, from: 1 });
   }
 
-  publish(_body: string, payload: object): Promise<void> {
-    return this.pub!.request({ op: 'publish', topic: this.topic, data: payload });
+  async publish(_body: string, payload: object): Promise<void> {
+    await this.pub!.request({ op: 'publish', topic: this.topic, data: payload });
   }
 
   async close(): Promise<void> {

@@ -12,8 +12,11 @@ export type DriverSpec =
   | { kind: 'nats'; url: string }
   /** node-redis: XADD; a consumer group read with XREADGROUP (COUNT = window) and one XACK per message. */
   | { kind: 'redis-streams'; url: string }
-  /** Plain WebSocket (`ws`) speaking docs/protocol.md: publish frames; a group member with prefetch = window acking each delivery. */
-  | { kind: 'meshmq-ws'; publishUrl: string; consumeUrl: string }
+  /**
+   * Plain WebSocket (`ws`) speaking docs/protocol.md: publish frames; a group member with prefetch = window acking each delivery,
+   * one `ack` frame per delivery, or with `ackBatch` one frame per event-loop turn naming up to 1000 `offsets`.
+   */
+  | { kind: 'meshmq-ws'; publishUrl: string; consumeUrl: string; ackBatch?: boolean }
   /** @meshmq/client: client.publish, client.consume (autoAck) with prefetch = window. */
   | { kind: 'meshmq-sdk'; publishUrl: string; consumeUrl: string };
 

@@ -47,14 +47,24 @@ export async function setupMeshOverRedis(ctx: BenchContext, o: MeshOverRedis, tr
   };
 }
 
-export function meshEmbeddedSystem(transport: 'ws' | 'sdk'): PipelineSystem {
+/**
+ * MeshMQ's embedded engine on one node: over plain WebSocket with one ack frame
+ * per delivery (`ws`) or with multi-offset acks (`ws-batch`), or through the SDK
+ * (which batches its acks by itself).
+ */
+export function meshEmbeddedSystem(transport: 'ws' | 'ws-batch' | 'sdk'): PipelineSystem {
+  const label = transport === 'ws-batch' ? 'ws, multi-offset ack' : transport;
   return {
-    name: `meshmq embedded (${transport})`,
+    name: `meshmq embedded (${label})`,
     durability: DURABILITY.fsync,
     async setup(ctx) {
       const cluster = await ctx.startMeshNodes({ engine: 'embedded', count: 1 });
       const url = cluster.wsUrls[0]!;
-      return { driver: () => ({ kind: transport === 'ws' ? 'meshmq-ws' : 'meshmq-sdk', publishUrl: url, consumeUrl: url }), pids: cluster.pids, notes: [] };
+      const driver = (): DriverSpec =>
+        transport === 'sdk'
+          ? { kind: 'meshmq-sdk', publishUrl: url, consumeUrl: url }
+          : { kind: 'meshmq-ws', publishUrl: url, consumeUrl: url, ackBatch: transport === 'ws-batch' };
+      return { driver, pids: cluster.pids, notes: [] };
     },
   };
 }

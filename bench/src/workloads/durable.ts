@@ -14,8 +14,9 @@ import type { Row, Workload } from '../workload.js';
 
 /**
  * Every system of the queue workloads, strongest durability first. MeshMQ's
- * variants with a batched publish or a multi-offset ack, once the protocol
- * has them, go here next to their plain form (see drivers.ts).
+ * variants with a protocol batching feature sit next to their plain form:
+ * `ws, multi-offset ack` next to `ws` (see drivers.ts); a batched publish, once
+ * the protocol has one, goes here the same way.
  */
 export function queueSystems(): PipelineSystem[] {
   return [
@@ -23,6 +24,7 @@ export function queueSystems(): PipelineSystem[] {
     natsSystem('always'),
     redisStreamsSystem('always'),
     meshEmbeddedSystem('ws'),
+    meshEmbeddedSystem('ws-batch'),
     meshEmbeddedSystem('sdk'),
     meshRedisSystem(1, 'always'),
     meshRedisSystem(2, 'always'),
