@@ -1,13 +1,5 @@
 import { describeError, MeshError } from '@meshmq/shared';
-import {
-  AbortError,
-  ClientClosedError,
-  ClientOfflineError,
-  CommandTimeoutDuringMaintenanceError,
-  ConnectionTimeoutError,
-  ErrorReply,
-  RootNodesUnavailableError,
-} from 'redis';
+import { AbortError, ClientClosedError, ClientOfflineError, ConnectionTimeoutError, ErrorReply, RootNodesUnavailableError, TimeoutError } from 'redis';
 
 /**
  * What a failed Redis command means for the caller: every way node-redis or
@@ -99,7 +91,12 @@ export function unreachable(command: CommandInfo, cause?: unknown): MeshError {
  * - a write was sent but its answer never came (deadline, or the connection
  *   dropped): `maybe_stored`; for a read, `unavailable`;
  * - a MeshMQ script's not-found reply: `not_found`;
+ * - an error reply that says nothing (no text, or a bare `ERR`): Redis
+ *   answered, but not what happened, so a write may have taken effect:
+ *   `maybe_stored`; for a read, `unavailable`;
  * - any other error reply: `internal`, with Redis's text.
+ *
+ * Every message names the command and says what happened; none is empty.
  *
  * With disableOfflineQueue, node-redis fails written and unwritten commands
  * alike with the socket's error when a connection drops; such a failure is
@@ -115,6 +112,17 @@ export function translateRedisError(err: unknown, command: CommandInfo): MeshErr
   if (err instanceof ErrorReply) {
     if (text.startsWith(NOT_FOUND_REPLY)) return new MeshError('not_found', text.slice(NOT_FOUND_REPLY.length), { cause: err });
     if (text.startsWith(LIMIT_REPLY)) return new MeshError('limit_exceeded', text.slice(LIMIT_REPLY.length), { cause: err });
+    if (/^\s*(ERR)?\s*$/.test(err.message)) {
+      const said = err.message.trim() === '' ? 'an empty error reply' : `an error reply with no text ('${err.message.trim()}')`;
+      if (READ_ONLY.has(command.name)) {
+        return new MeshError('unavailable', `Redis answered ${label(command)} with ${said}; nothing was stored, retry later`, { cause: err });
+      }
+      return new MeshError(
+        'maybe_stored',
+        `Redis answered ${label(command)} with ${said}, which does not say whether it took effect: it may have been stored; send the request again with the same idempotency key to find out`,
+        { cause: err },
+      );
+    }
     return new MeshError('internal', `Redis answered ${label(command)} with an error: ${text}`, { cause: err });
   }
   if (
@@ -125,10 +133,18 @@ export function translateRedisError(err: unknown, command: CommandInfo): MeshErr
   ) {
     return unreachable(command, err);
   }
-  if (err instanceof AbortError || err instanceof CommandTimeoutDuringMaintenanceError) {
+  if (err instanceof AbortError) {
     return new MeshError(
       'unavailable',
       `Redis did not take ${label(command)} within ${command.timeoutMs} ms (its connection is backed up); it was not sent, nothing was stored, retry later`,
+      { cause: err },
+    );
+  }
+  if (err instanceof TimeoutError) {
+    // node-redis's own timeout (TimeoutError has no message; CommandTimeoutDuringMaintenanceError is one): it only withdraws a command not yet written.
+    return new MeshError(
+      'unavailable',
+      `node-redis gave up on ${label(command)} before sending it (${err.message || 'its command timeout passed'}); it was not sent, nothing was stored, retry later`,
       { cause: err },
     );
   }
