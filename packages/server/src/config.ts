@@ -81,7 +81,7 @@ export interface NodeConfig {
   /** Replicas each publish waits for (Redis WAIT); 0 acknowledges on the primary. */
   redisReplicas: number;
   redisReplicaTimeoutMs: number;
-  /** Longest wait for a Redis command; past it the link checks its connection and the request fails. */
+  /** How long Redis may answer nothing on a connection that owes answers before the commands waiting on it fail (RedisLink). */
   redisCommandTimeoutMs: number;
   /** Prefix of every Redis key, so several clusters can share one Redis. */
   redisPrefix: string;
@@ -460,7 +460,7 @@ const OPTIONS: OptionSpec[] = [
     flag: 'redis-command-timeout',
     env: 'REDIS_COMMAND_TIMEOUT',
     key: 'redisCommandTimeoutMs',
-    help: 'longest wait for a Redis command before the node checks its connection and fails the request (default 1s)',
+    help: 'how long Redis may answer nothing on a connection that owes answers before the commands waiting on it fail and the connection is checked; waiting behind answered commands does not count (default 1s)',
     parse: duration('redis-command-timeout'),
   },
   { flag: 'redis-prefix', env: 'REDIS_PREFIX', key: 'redisPrefix', help: 'prefix of every Redis key (default mq:)', parse: String },

@@ -19,7 +19,7 @@ export interface ClusterOptions {
   waitReplicas: number;
   heartbeatMs: number;
   downAfterMs: number;
-  /** Longest wait for any Redis command before the link checks its connection. */
+  /** How long Redis may answer nothing on a connection that owes answers before the commands waiting on it fail (RedisLink). */
   commandTimeoutMs: number;
   logger: Logger;
 }

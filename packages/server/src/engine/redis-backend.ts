@@ -1,5 +1,7 @@
+import { performance } from 'node:perf_hooks';
 import { MeshError } from '@meshmq/shared';
 import type { Logger } from 'pino';
+import { ErrorReply } from 'redis';
 import type { ReplicatedWrite } from './redis-replicated-writes.js';
 
 export type Listener = (message: string, channel: string) => void;
@@ -25,6 +27,12 @@ export interface Backend {
   writeReplicated(write: string[], routeKey: string | undefined, replicas: number, timeoutMs: number, signal: AbortSignal): ReplicatedWrite;
   sSubscribe(channel: string, listener: Listener, buffers?: boolean): Promise<unknown>;
   sUnsubscribe(channel: string): Promise<unknown>;
+  /**
+   * For how many ms the connection that `routeKey`'s commands go to (with
+   * `replicated`, the connection of writes that wait for replicas) has owed
+   * an answer without giving any; 0 while it owes none. See {@link Pipeline}.
+   */
+  silence(routeKey: string | undefined, replicated?: boolean): number;
   /** Calls `changed` on every event that may change readiness. */
   watch(changed: (err?: Error) => void): void;
   /**
@@ -74,4 +82,78 @@ export interface BackendOptions {
   /** Open a connection of its own for writes that wait for replicas (publishes with `--redis-replicas`). */
   replicatedWrites: boolean;
   logger?: Logger;
+}
+
+/** How often the running clock ticks, and the most one of its ticks may add. */
+const CLOCK_TICK_MS = 50;
+const CLOCK_TICK_CAP_MS = 100;
+
+/**
+ * A clock of the node's own running time, in ms: it follows the wall clock
+ * while the event loop turns, but adds at most CLOCK_TICK_CAP_MS across a
+ * stretch in which the loop did not come round to tick (the node was busy
+ * with something else, or stopped), since the node read no answer then
+ * either: Redis cannot be blamed for that time. Its timer does not keep the
+ * process alive.
+ */
+class RunningClock {
+  private at = performance.now();
+  private running = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  now(): number {
+    if (!this.timer) {
+      this.timer = setInterval(() => this.tick(), CLOCK_TICK_MS);
+      this.timer.unref();
+    }
+    return this.running + Math.min(performance.now() - this.at, CLOCK_TICK_CAP_MS);
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    this.running += Math.min(now - this.at, CLOCK_TICK_CAP_MS);
+    this.at = now;
+  }
+}
+
+const runningClock = new RunningClock();
+
+/**
+ * How one connection's pipeline of commands moves. Redis answers the
+ * commands of a connection in the order they were sent, so any answer (a
+ * reply or an error reply) shows that it is alive and working through what
+ * it was sent; only a connection that owes answers and gives none is silent.
+ * This is what a command deadline measures (RedisLink): the time a command
+ * waits behind the ones sent before it, on a busy but answering Redis or in
+ * the node's own write queue, is not silence, and neither is time in which
+ * the node's own event loop was held up (it measures the node's running
+ * time, see RunningClock).
+ */
+export class Pipeline {
+  private owed = 0;
+  /** When (running time) the pipeline last answered, or started to owe after owing nothing. */
+  private since = 0;
+
+  constructor(private readonly idle?: () => void) {}
+
+  /** Counts `reply` as owed until it settles. A withdrawal (never sent) or a dropped connection is no answer. */
+  track<T>(reply: Promise<T>): Promise<T> {
+    if (this.owed++ === 0) this.since = runningClock.now();
+    reply.then(
+      () => this.settled(true),
+      (err: unknown) => this.settled(err instanceof ErrorReply),
+    );
+    return reply;
+  }
+
+  /** Ms of the node's running time since the pipeline last answered, while it owes answers; 0 when it owes none. */
+  silence(): number {
+    return this.owed === 0 ? 0 : runningClock.now() - this.since;
+  }
+
+  private settled(answered: boolean): void {
+    this.owed--;
+    if (answered) this.since = runningClock.now();
+    if (this.owed === 0) this.idle?.();
+  }
 }

@@ -1,6 +1,6 @@
 import { MeshError } from '@meshmq/shared';
 import { createCluster } from 'redis';
-import type { Backend, Listener } from './redis-backend.js';
+import { type Backend, type Listener, Pipeline } from './redis-backend.js';
 
 interface ClusterClient {
   isReady: boolean;
@@ -18,7 +18,24 @@ interface ClusterClient {
  * shard's primary (MOVED, topology refreshes) by itself.
  */
 export function clusterBackend(rootNodes: Array<{ url: string }>, clientOptions: Record<string, unknown>): Backend {
-  const cluster = createCluster({ rootNodes, defaults: clientOptions } as never) as unknown as ClusterClient;
+  // The cluster client has command options of its own (a timeout among them), besides each shard client's.
+  const { commandOptions } = clientOptions;
+  const cluster = createCluster({ rootNodes, defaults: clientOptions, commandOptions } as never) as unknown as ClusterClient;
+  // Progress is followed per hash slot's tag, not per shard connection (which node-redis hides): commands of one
+  // topic share a lane, answers for other slots of the same shard do not count for it.
+  const lanes = new Map<string, Pipeline>();
+  const lane = (key: string | undefined) => {
+    const tag = key === undefined ? '' : hashTag(key);
+    let pipeline = lanes.get(tag);
+    if (!pipeline) {
+      const created: Pipeline = new Pipeline(() => {
+        if (lanes.get(tag) === created) lanes.delete(tag);
+      });
+      lanes.set(tag, created);
+      pipeline = created;
+    }
+    return pipeline;
+  };
   return {
     get ready() {
       return cluster.isReady;
@@ -29,14 +46,16 @@ export function clusterBackend(rootNodes: Array<{ url: string }>, clientOptions:
     close: async () => {
       await cluster.close();
     },
-    send: (args, key, abortSignal) => cluster.sendCommand(key, false, args, { abortSignal }),
+    send: (args, key, abortSignal) => lane(key).track(cluster.sendCommand(key, false, args, { abortSignal })),
+    silence: (key) => lanes.get(key === undefined ? '' : hashTag(key))?.silence() ?? 0,
     writeReplicated: (write, key, replicas, timeoutMs, abortSignal) => {
       if (key === undefined) throw new MeshError('internal', 'a replicated write on Redis Cluster needs the key that picks its shard');
       // Both are queued in the same turn on the shard primary's client, so they are written back to back on its connection
       // (where WAIT holds up the shard's other commands while it waits: node-redis keeps one connection per shard).
       const client = cluster.getNodeClientForKey(key);
+      const pipeline = lane(key);
       const [written, replicated] = [write, ['WAIT', String(replicas), String(timeoutMs)]].map((args) =>
-        client.then((c) => c.sendCommand(args, { abortSignal })),
+        pipeline.track(client.then((c) => c.sendCommand(args, { abortSignal }))),
       );
       return { written: written!, replicated: replicated! };
     },
@@ -50,4 +69,12 @@ export function clusterBackend(rootNodes: Array<{ url: string }>, clientOptions:
     // Each shard's failover is node-redis's to follow (MOVED, topology refresh).
     suspect: () => undefined,
   };
+}
+
+/** The part of a key Redis Cluster hashes: the first non-empty `{…}`, else the whole key. */
+function hashTag(key: string): string {
+  const open = key.indexOf('{');
+  if (open < 0) return key;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : key;
 }

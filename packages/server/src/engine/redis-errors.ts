@@ -16,10 +16,10 @@ export interface CommandInfo {
   timeoutMs: number;
 }
 
-/** The command deadline passed after the command was written: Redis may or may not have run it. */
+/** The command's connection answered nothing for the command timeout after the command was written: Redis may or may not have run it. */
 export class NoAnswerError extends Error {
   constructor() {
-    super('no answer before the deadline');
+    super('Redis answered nothing on the connection for the command timeout');
   }
 }
 
@@ -134,9 +134,10 @@ export function translateRedisError(err: unknown, command: CommandInfo): MeshErr
     return unreachable(command, err);
   }
   if (err instanceof AbortError) {
+    // Withdrawn by the link's deadline before node-redis wrote it.
     return new MeshError(
       'unavailable',
-      `Redis did not take ${label(command)} within ${command.timeoutMs} ms (its connection is backed up); it was not sent, nothing was stored, retry later`,
+      `Redis answered nothing on its connection for ${command.timeoutMs} ms while ${label(command)} waited to be sent; it was not sent, nothing was stored, retry later`,
       { cause: err },
     );
   }
@@ -151,11 +152,13 @@ export function translateRedisError(err: unknown, command: CommandInfo): MeshErr
   const noAnswer = err instanceof NoAnswerError;
   if (READ_ONLY.has(command.name)) {
     const lost = noAnswer
-      ? `Redis did not answer ${label(command)} within ${command.timeoutMs} ms`
+      ? `Redis answered nothing on its connection for ${command.timeoutMs} ms after ${label(command)} was sent`
       : `the connection to Redis failed (${text}) before it answered ${label(command)}`;
     return new MeshError('unavailable', `${lost}; nothing was stored, retry later`, { cause: err });
   }
-  const lost = noAnswer ? `Redis did not answer it within ${command.timeoutMs} ms` : `the connection to Redis failed (${text}) before the answer came`;
+  const lost = noAnswer
+    ? `Redis then answered nothing on its connection for ${command.timeoutMs} ms`
+    : `the connection to Redis failed (${text}) before the answer came`;
   return new MeshError(
     'maybe_stored',
     `${label(command)} was sent but ${lost}: it may have been stored; send the request again with the same idempotency key to find out`,

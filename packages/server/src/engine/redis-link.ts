@@ -10,7 +10,9 @@ import { PrimaryBackend, type PrimaryTarget } from './redis-primary.js';
 import { SentinelLocator } from './redis-sentinel.js';
 
 /**
- * Default deadline of a command: long enough for any script on a healthy
+ * Default command timeout: how long the connection a command went on may
+ * answer nothing at all while it owes answers before the command fails (see
+ * {@link RedisLink.command}). Long enough for any one script on a healthy
  * Redis, short enough that a primary that stopped answering (a host gone, a
  * network cut, which no socket error reports) is noticed within about a
  * second. A publish that waits for replicas gets WAIT's own timeout on top.
@@ -20,16 +22,20 @@ export const DEFAULT_COMMAND_TIMEOUT_MS = 1000;
 export const DEFAULT_MAX_RECONNECT_DELAY_MS = 2000;
 /** How long opening a TCP connection to Redis or Sentinel may take. */
 const CONNECT_TIMEOUT_MS = 2000;
+/** Bytes of commands node-redis may hand to a connection's socket in one turn before it waits for them to drain. */
+const WRITE_HIGH_WATER_MARK = 1024 * 1024;
 
 export interface RedisLinkOptions {
   /** `redis://[user:password@]host:port[/db]`, `redis+sentinel://...` or `redis+cluster://...`. */
   url: string;
   /**
-   * Per-command deadline. A command still waiting to be written by then is
-   * withdrawn and fails with `unavailable`; one written but not answered
-   * fails with `maybe_stored`, and the connection is checked with a PING
-   * (no answer within the same time: it is dropped and sought again).
-   * Default {@link DEFAULT_COMMAND_TIMEOUT_MS}.
+   * Command timeout: a command fails once the connection it went on has
+   * owed answers and given none for this long (time spent behind other
+   * commands that Redis keeps answering does not count). A command still
+   * waiting to be written by then is withdrawn and fails with `unavailable`;
+   * one written fails with `maybe_stored`, and the connection is checked with
+   * a PING (no answer to anything within the same time: it is dropped and
+   * sought again). Default {@link DEFAULT_COMMAND_TIMEOUT_MS}.
    */
   commandTimeoutMs?: number;
   /** Longest wait between reconnect attempts. Default {@link DEFAULT_MAX_RECONNECT_DELAY_MS}. */
@@ -108,8 +114,15 @@ export class RedisLink extends EventEmitter {
       clientOptions: {
         RESP: 3,
         disableOfflineQueue: true,
+        // No node-redis timeout (5 s by default, counted from the call, ending in a TimeoutError without a message):
+        // the link's own deadline decides, by the connection's silence rather than the length of the node's queue.
+        commandOptions: { timeout: 0 },
         socket: {
           connectTimeout: CONNECT_TIMEOUT_MS,
+          // node-redis stops writing its queue when the socket's buffer passes this mark and goes on only
+          // after 'drain', a turn of the event loop later: at Node's default (16 KiB, some 40 publishes) a
+          // burst of commands would go out a few dozen per turn, and wait for turns of a busy node.
+          writableHighWaterMark: WRITE_HIGH_WATER_MARK,
           reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 6), maxReconnectDelayMs),
         },
       },
@@ -162,13 +175,24 @@ export class RedisLink extends EventEmitter {
    * come back, and otherwise as {@link translateRedisError} maps Redis's
    * error reply. `routeKey` picks the shard on Redis Cluster (a key the
    * command touches).
+   *
+   * The command has no fixed deadline: it fails only once its connection has
+   * owed answers and given none for the command timeout (see
+   * {@link deadline}). Every command of a node shares one pipelined
+   * connection, and Redis answers them in order, so under a burst a command
+   * waits behind thousands of others, in the node's write queue and in
+   * Redis, while Redis answers each in turn: that is a busy Redis, not a
+   * failed one, and failing the command would refuse work a healthy Redis is
+   * doing (or, for a write already sent, answer `maybe_stored` for a write
+   * that is about to succeed). How much may wait is bounded above the link,
+   * by each connection's in-flight limit.
    */
   async command<T = unknown>(args: Array<string | number>, routeKey?: string): Promise<T> {
     const key = routeKey ?? keyOf(args);
     const command: CommandInfo = { name: String(args[0]).toUpperCase(), key, timeoutMs: this.timeoutMs };
     if (!this.backend.ready) throw unreachable(command);
     const withdraw = new AbortController();
-    const deadline = this.deadline(this.timeoutMs, withdraw);
+    const deadline = this.deadline(key, this.timeoutMs, false, withdraw);
     try {
       return (await Promise.race([this.backend.send(args.map(String), key, withdraw.signal), deadline.passed])) as T;
     } catch (err) {
@@ -216,12 +240,12 @@ export class RedisLink extends EventEmitter {
   }
 
   private async together<T>(write: string[], key: string, replicas: number, waitMs: number): Promise<ReplicatedReply<T>> {
-    // A write may wait for the batch before it to be confirmed, then for its own.
-    const timeoutMs = this.timeoutMs + 2 * waitMs;
+    // WAIT holds its connection silent for up to waitMs by design.
+    const timeoutMs = this.timeoutMs + waitMs;
     const command: CommandInfo = { name: write[0]!, key, timeoutMs };
     if (!this.backend.ready) throw unreachable(command);
     const withdraw = new AbortController();
-    const deadline = this.deadline(timeoutMs, withdraw);
+    const deadline = this.deadline(key, timeoutMs, true, withdraw);
     try {
       const { written, replicated } = this.backend.writeReplicated(write, key, replicas, waitMs, withdraw.signal);
       replicated.catch(() => undefined); // read below, or moot when the script failed
@@ -247,21 +271,48 @@ export class RedisLink extends EventEmitter {
   }
 
   /**
-   * A deadline for one request: when it passes, a command still queued in
-   * node-redis is withdrawn (it rejects with AbortError in this turn's
-   * microtasks, before `passed` rejects); a written one ignores the abort,
-   * and its fate is unknown.
+   * The deadline of one request: it passes once the connection the request
+   * went on (`replicated`: the connection of writes that wait for replicas)
+   * has owed answers and given none for `silenceMs` (Backend.silence). It
+   * is checked `silenceMs` after the call and again whenever the connection
+   * answered meanwhile, so a request may wait longer than `silenceMs` behind
+   * others, but never on a Redis that stopped answering. When it passes, a
+   * command still queued in node-redis is withdrawn (it rejects with
+   * AbortError in this turn's microtasks, before `passed` rejects); a
+   * written one ignores the abort, and its fate is unknown.
+   *
+   * Silence is counted in the node's own running time (a stretch in which
+   * its event loop was held up, reading no answer and writing nothing, is
+   * not Redis's silence), and each check runs after the I/O of its turn
+   * (setImmediate), so answers that arrived meanwhile count first.
    */
-  private deadline(ms: number, withdraw: AbortController): { passed: Promise<never>; clear(): void } {
+  private deadline(routeKey: string | undefined, silenceMs: number, replicated: boolean, withdraw: AbortController): { passed: Promise<never>; clear(): void } {
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let cleared = false;
     const passed = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        withdraw.abort();
-        setImmediate(() => reject(new NoAnswerError()));
-      }, ms);
+      const check = (ms: number) => {
+        timer = setTimeout(
+          () =>
+            setImmediate(() => {
+              if (cleared) return;
+              const silent = this.backend.silence(routeKey, replicated);
+              if (silent < silenceMs) return check(silenceMs - silent);
+              withdraw.abort();
+              setImmediate(() => reject(new NoAnswerError()));
+            }),
+          ms,
+        );
+      };
+      check(silenceMs);
     });
     passed.catch(() => undefined);
-    return { passed, clear: () => clearTimeout(timer) };
+    return {
+      passed,
+      clear: () => {
+        cleared = true;
+        clearTimeout(timer);
+      },
+    };
   }
 
   /** The MeshError for a failed command; signs that the primary is gone or demoted make the backend check. */
@@ -297,11 +348,17 @@ export class RedisLink extends EventEmitter {
 
   /**
    * Sends a command whose arguments may be Buffers and whose reply the
-   * caller decodes itself (the Socket.IO adapter's binary messages), with
-   * the same deadline as every command. Errors are node-redis's own.
+   * caller decodes itself (the Socket.IO adapter's binary messages). Like
+   * every command it is withdrawn when its connection answers nothing for
+   * the command timeout while it waits to be written. Errors are
+   * node-redis's own.
    */
   sendRaw(args: Array<string | Buffer>, routeKey: string | undefined): Promise<unknown> {
-    return this.backend.send(args, routeKey, AbortSignal.timeout(this.timeoutMs));
+    const withdraw = new AbortController();
+    const deadline = this.deadline(routeKey, this.timeoutMs, false, withdraw);
+    const sent = this.backend.send(args, routeKey, withdraw.signal);
+    sent.then(deadline.clear, deadline.clear);
+    return sent;
   }
 
   private updateState(): void {

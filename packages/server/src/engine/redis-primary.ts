@@ -1,5 +1,5 @@
 import { ClientOfflineError, createClient } from 'redis';
-import type { Backend, BackendOptions, Listener } from './redis-backend.js';
+import { type Backend, type BackendOptions, type Listener, Pipeline } from './redis-backend.js';
 import { type ReplicatedWrite, ReplicatedWrites } from './redis-replicated-writes.js';
 
 /** Where the primary is: a URL to connect to, and its `host:port` as Sentinel names it. */
@@ -46,8 +46,10 @@ interface Connection {
   readonly id: number;
   readonly address: string;
   readonly commands: NodeClient;
+  /** How the commands connection answers (see Pipeline). */
+  readonly pipeline: Pipeline;
   readonly subscriber: NodeClient;
-  readonly replicated: { client: NodeClient; writes: ReplicatedWrites } | undefined;
+  readonly replicated: { client: NodeClient; writes: ReplicatedWrites; pipeline: Pipeline } | undefined;
 }
 
 function clientsOf(c: Connection): NodeClient[] {
@@ -132,7 +134,12 @@ export class PrimaryBackend implements Backend {
   send(args: Array<string | Buffer>, _routeKey: string | undefined, abortSignal: AbortSignal): Promise<unknown> {
     const c = this.current;
     if (!c) return Promise.reject(new ClientOfflineError());
-    return c.commands.sendCommand(args, { abortSignal });
+    return c.pipeline.track(c.commands.sendCommand(args, { abortSignal }));
+  }
+
+  silence(_routeKey: string | undefined, replicated = false): number {
+    const c = this.current;
+    return (replicated ? c?.replicated?.pipeline : c?.pipeline)?.silence() ?? 0;
   }
 
   writeReplicated(write: string[], _routeKey: string | undefined, replicas: number, timeoutMs: number, abortSignal: AbortSignal): ReplicatedWrite {
@@ -157,22 +164,43 @@ export class PrimaryBackend implements Backend {
     else if (this.locator.checksRole && this.current) this.drop(this.current, new Error('the primary became a replica (READONLY)'));
   }
 
-  /** Checks a connection that may be dead without the socket knowing (a host gone, a network cut): no PONG in time drops it. */
+  /**
+   * Checks a connection that may be dead without the socket knowing (a host
+   * gone, a network cut) with a PING behind whatever it was sent: it is
+   * dropped when it answers nothing, neither the PING nor the commands ahead
+   * of it, for the probe timeout. A Redis working through a backlog keeps
+   * answering, so it is never dropped for being busy.
+   */
   private probe(): void {
     const c = this.current;
     if (!c || this.probing) return;
     this.probing = true;
+    const timeoutMs = this.options.probeTimeoutMs;
+    let answered = false;
     let timer: NodeJS.Timeout | undefined;
-    // Settled after this turn's I/O: after a stall of the event loop, a PONG already received wins over the timer.
-    const silent = new Promise<'silent'>((resolve) => (timer = setTimeout(() => setImmediate(() => resolve('silent')), this.options.probeTimeoutMs)));
-    void Promise.race([c.commands.sendCommand(['PING']).catch(() => 'failed'), silent])
-      .then((answer) => {
-        if (answer === 'silent' && this.current === c) this.drop(c, new Error(`no answer to PING within ${this.options.probeTimeoutMs} ms`));
-      })
-      .finally(() => {
-        clearTimeout(timer);
-        this.probing = false;
-      });
+    const done = () => {
+      clearTimeout(timer);
+      this.probing = false;
+    };
+    void c.pipeline.track(c.commands.sendCommand(['PING'])).then(
+      () => (answered = true),
+      () => (answered = true), // the connection failed: its error drops it
+    );
+    const check = (ms: number) => {
+      // Decided after this turn's I/O: after a stall of the event loop, answers already received count.
+      timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (answered || this.current !== c) return done();
+            const silent = c.pipeline.silence();
+            if (silent < timeoutMs) return check(timeoutMs - silent);
+            done();
+            this.drop(c, new Error(`no answer from Redis for ${Math.round(silent)} ms, not even to a PING`));
+          }),
+        ms,
+      );
+    };
+    check(timeoutMs);
   }
 
   /** Closes a connection: commands in flight on it fail; a new one is sought unless the backend is closing. */
@@ -248,8 +276,13 @@ export class PrimaryBackend implements Backend {
     const commands = createClient(options) as unknown as NodeClient;
     const subscriber = createClient(options) as unknown as NodeClient;
     const replicatedClient = this.options.replicatedWrites ? (createClient(options) as unknown as NodeClient) : undefined;
-    const replicated = replicatedClient && { client: replicatedClient, writes: new ReplicatedWrites(replicatedClient) };
-    const connection: Connection = { id: ++this.connections, address: target.address, commands, subscriber, replicated };
+    let replicated: Connection['replicated'];
+    if (replicatedClient) {
+      const pipeline = new Pipeline();
+      const sender = { sendCommand: (args: string[]) => pipeline.track(replicatedClient.sendCommand(args)) };
+      replicated = { client: replicatedClient, writes: new ReplicatedWrites(sender), pipeline };
+    }
+    const connection: Connection = { id: ++this.connections, address: target.address, commands, pipeline: new Pipeline(), subscriber, replicated };
     for (const client of clientsOf(connection)) {
       // A client that loses its socket does not come back: the connection is over.
       client.on('error', (err: Error) => {
