@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { DEFAULTS, deadLetterTopicOf, isDeadLetterTopic, MeshError, sourceTopicOf } from '@meshmq/shared';
 import type { Logger } from 'pino';
 import type {
@@ -61,6 +62,8 @@ type PublishReply = [string, number, string, number];
 const CLAIM_SCAN = 1000;
 /** Entries per XRANGE when a read has a byte budget, so a page never pulls far more than it returns. */
 const READ_CHUNK = 64;
+/** Longest stretch of live delivery before the event loop gets a turn (see RedisEngine.pace). */
+const LIVE_SLICE_MS = 10;
 
 function offsetOf(id: string): number {
   return Number(id.slice(0, id.indexOf('-')));
@@ -97,6 +100,8 @@ export class RedisEngine implements Engine {
   private readonly watchSteps = new Map<string, Promise<void>>();
   /** Highest offset this node saw acknowledged or delivered per topic, with its epoch (for fencing). */
   private readonly seen = new Map<string, { epoch: string; last: number }>();
+  /** When the current slice of live delivery started; undefined once the event loop came round. */
+  private sliceStartedAt: number | undefined;
 
   constructor(private readonly options: RedisEngineOptions) {
     if (options.link) {
@@ -423,8 +428,32 @@ export class RedisEngine implements Engine {
     state.epoch = info.epoch;
   }
 
+  /**
+   * Live delivery in slices: past LIVE_SLICE_MS of it in one go, waits for
+   * the event loop to turn before handing on the next message. One read of
+   * the pub/sub connection can bring thousands of notifications (a publish
+   * burst), and handing each to every subscriber in one go would hold the
+   * event loop for seconds: no Redis reply, heartbeat, timer or client
+   * request would be handled meanwhile, and Redis would look silent
+   * (RedisLink's deadline) and the node dead to its peers (membership).
+   * Order is kept: each topic's queue waits here in turn.
+   */
+  private async pace(): Promise<void> {
+    const now = performance.now();
+    if (this.sliceStartedAt === undefined) {
+      this.sliceStartedAt = now;
+      setImmediate(() => {
+        this.sliceStartedAt = undefined;
+      });
+      return;
+    }
+    if (now - this.sliceStartedAt < LIVE_SLICE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
   /** Hands `message` to listeners after any offsets it skipped, read from the log. */
   private async deliverInOrder(topic: string, message: StoredMessage): Promise<void> {
+    await this.pace();
     const state = this.watched.get(topic);
     if (!state) return;
     if (message.epoch !== state.epoch) this.rebase(state, await this.topicInfo(topic));
@@ -436,7 +465,10 @@ export class RedisEngine implements Engine {
         state.last = message.offset - 1;
         break;
       }
-      for (const m of missing) this.emit(state, m);
+      for (const m of missing) {
+        await this.pace();
+        this.emit(state, m);
+      }
     }
     this.emit(state, message);
   }
@@ -460,7 +492,10 @@ export class RedisEngine implements Engine {
         while (state.last < info.last) {
           const batch = await this.read(topic, state.last + 1, 500);
           if (batch.length === 0) break;
-          for (const m of batch) this.emit(state, m);
+          for (const m of batch) {
+            await this.pace();
+            this.emit(state, m);
+          }
         }
       })
       .catch((err) => this.options.logger?.warn({ err, topic }, 'catching up after reconnect failed'));
