@@ -1,5 +1,5 @@
 import { type EmbeddedEngine, FanoutSubscription, HIGH_WATER_MARK } from '@meshmq/server';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { uniqueTopic } from '../helpers/util.js';
 import { range, waitUntil } from '../helpers/wait.js';
 import { FakeConnection } from './fake-connection.js';
@@ -183,6 +183,24 @@ describe('FanoutSubscription', () => {
     expect(info.epoch).not.toBe('');
     expect(connection.frames.every((f) => f.op === 'message')).toBe(true); // no reset: nothing was lost
     expect(connection.messages(topic).every((m) => m.epoch === info.epoch)).toBe(true);
+    await expectLogFrom(engine, connection, topic, 1);
+  });
+
+  it('started from offset 1 before the topic existed, it takes the first messages live, without reading the log', async () => {
+    // Issue 14: 500 subscribers of a new topic each read its log on their own, all at once, when the first message came.
+    const engine = await tempEngine();
+    const topic = uniqueTopic();
+    const connection = new FakeConnection();
+    const { start } = await subscribe(engine, connection, topic, 1);
+    start();
+    const reads = vi.spyOn(engine, 'read');
+    const infos = vi.spyOn(engine, 'topicInfo');
+    for (let i = 0; i < 5; i++) await engine.publish(topic, { single: i });
+    await untilOffset(connection, topic, 5);
+    expect(reads).not.toHaveBeenCalled();
+    expect(infos).not.toHaveBeenCalled();
+    reads.mockRestore();
+    infos.mockRestore();
     await expectLogFrom(engine, connection, topic, 1);
   });
 

@@ -52,6 +52,10 @@ export class FanoutSubscription {
 
   onLive(message: StoredMessage): void {
     if (this.closed) return;
+    // Subscribed from offset 1 before the topic existed: nothing was delivered, so no epoch can have taken anything
+    // back, and the topic's first epoch is simply adopted. (Going through rebase would send every subscriber of a
+    // new topic to read the log on its own, all at once.)
+    if (this.epoch === '' && this.next === 1) this.epoch = message.epoch;
     if (message.epoch !== this.epoch) {
       this.epochChanged = true;
       this.latestSeen = Math.max(this.latestSeen, message.offset);
