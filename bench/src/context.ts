@@ -93,6 +93,11 @@ const AGENT = join(dirname(fileURLToPath(import.meta.url)), 'agent.js');
 export class Context implements BenchContext {
   readonly skipped: { system: string; reason: string }[] = [];
   readonly notes: Record<string, string> = {};
+  /** What MeshMQ nodes printed (warnings and errors), per workload, kept in the results file. */
+  readonly nodeLogs: { workload: string; port: number; tail: string }[] = [];
+  private readonly clusters = new Set<MeshCluster>();
+  /** The workload running now, for nodeLogs. */
+  workload = '';
   private readonly owned = new Set<{ stop(): Promise<void> }>();
 
   constructor(readonly options: BenchOptions) {}
@@ -130,6 +135,7 @@ export class Context implements BenchContext {
 
   async startMeshNodes(options: MeshNodesOptions): Promise<MeshCluster> {
     const cluster = this.own(await startMeshNodes(options));
+    this.clusters.add(cluster);
     this.note(`meshmq ${options.engine} node`, `node ${cluster.args.join(' ')}`);
     return cluster;
   }
@@ -157,6 +163,14 @@ export class Context implements BenchContext {
 
   /** Stops everything still running that was started through this context. */
   async stopAll(): Promise<void> {
+    // Keep what the nodes said: at --log-level warn that is their warnings and errors.
+    for (const cluster of this.clusters) {
+      for (const [port, tail] of Object.entries(cluster.output())) {
+        this.nodeLogs.push({ workload: this.workload, port: Number(port), tail });
+        this.log(`meshmq node on ${port} printed (last lines):\n${tail.split('\n').slice(-5).join('\n')}`);
+      }
+    }
+    this.clusters.clear();
     const things = [...this.owned];
     this.owned.clear();
     await Promise.allSettled(things.map((t) => t.stop()));

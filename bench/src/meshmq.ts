@@ -53,6 +53,8 @@ export interface MeshCluster {
   pids: number[];
   /** The full command line of the first node, for the report. */
   args: string[];
+  /** The last lines each node printed (at --log-level warn: its warnings and errors), by port. */
+  output(): Record<number, string>;
   stop(): Promise<void>;
 }
 
@@ -108,6 +110,14 @@ export async function startMeshNodes(options: MeshNodesOptions): Promise<MeshClu
     wsUrls: nodes.map((n) => n.wsUrl),
     pids: nodes.map((n) => n.pid),
     args: firstArgs,
+    output() {
+      const out: Record<number, string> = {};
+      for (const { child, node } of started) {
+        const text = child.output().trim();
+        if (text) out[node.port] = text;
+      }
+      return out;
+    },
     async stop() {
       await Promise.all(started.map(({ child }) => child.stop()));
       for (const { node } of started) if (node.dataDir) removeTempDir(node.dataDir);

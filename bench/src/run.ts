@@ -130,6 +130,7 @@ async function main(): Promise<void> {
       machine: { ...machine, peers: ctx.notes },
       options: { ...options, meshmqArgs: MESH_BENCH_ARGS },
       skipped: ctx.skipped,
+      nodeLogs: ctx.nodeLogs,
       workloads: results,
     };
     writeFileSync(out, `${JSON.stringify(file, null, 2)}\n`);
@@ -140,6 +141,7 @@ async function main(): Promise<void> {
     process.stderr.write(`== ${workload.name}: ${workload.title}\n`);
     let rows: Row[] = [];
     let error: string | undefined;
+    ctx.workload = workload.name;
     try {
       rows = await workload.run(ctx);
     } catch (err) {
