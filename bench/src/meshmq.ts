@@ -1,5 +1,5 @@
 /** Starts MeshMQ nodes from packages/server/dist/cli.js as child processes. */
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Child, freePort, makeTempDir, removeTempDir, startChild, waitFor } from './proc.js';
 
@@ -78,7 +78,7 @@ export async function startMeshNodes(options: MeshNodesOptions): Promise<MeshClu
         args.push('--redis-url', options.redis!, '--redis-prefix', prefix);
       }
       args.push(...(options.extraArgs ?? []));
-      if (i === 0) firstArgs = args.slice(1);
+      if (i === 0) firstArgs = [relative(REPO_ROOT, CLI), ...args.slice(1)];
       const child = startChild(process.execPath, [...(options.nodeArgs ?? []), ...args], { cwd: REPO_ROOT });
       const node: MeshNode = { url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws`, port, pid: child.pid, ...(dataDir ? { dataDir } : {}) };
       started.push({ child, node });
