@@ -4,17 +4,19 @@
  * system, or its publisher. Subscribers check every delivery: each message
  * once, in order. Over the IPC channel:
  *
- *   harness → {type:'prepare', job}   agent → {type:'ready', ready}   (connected and subscribed)
- *   harness → {type:'go'}             publisher → {type:'published', result} once every publish was answered (or timed out);
- *                                     subscribers → {type:'progress', …} every 100 ms
- *   harness → {type:'report'}         agent → {type:'result', result}
- *   harness → {type:'close'}          the agent closes its connections and exits
+ *   harness → {type:'prepare', job}     agent → {type:'ready', ready}   (connected and subscribed)
+ *   harness → {type:'go', phase}        subscribers: start counting the phase's messages afresh, then
+ *                                       → {type:'progress', …} every 100 ms;
+ *                                       publisher: publishes the phase, then → {type:'published', result}
+ *   harness → {type:'report'}           subscribers → {type:'result', result}
+ *   harness → {type:'close'}            the agent closes its connections and exits
  *   agent → {type:'error', message} on failure.
  *
- * Times are wall-clock milliseconds with sub-millisecond resolution
- * (performance.timeOrigin + performance.now()), so that the publisher's send
- * time in a message can be compared with the receive time in another process
- * on the same machine.
+ * One set of connections can serve several phases (e.g. one per payload
+ * size), each on a topic of its own. Times are wall-clock milliseconds with
+ * sub-millisecond resolution (performance.timeOrigin + performance.now()), so
+ * that the publisher's send time in a message compares with the receive time
+ * in another process on the same machine.
  */
 import { Buffer } from 'node:buffer';
 import type { Socket } from 'socket.io-client';
@@ -32,10 +34,13 @@ export interface SubscribersJob {
   /** Global index of this agent's first subscriber. */
   first: number;
   count: number;
-  /** Subscriber g subscribes to (MeshMQ) or joins (Socket.IO) topics[g % topics.length]; raw ws has no topics. */
+  /**
+   * What each subscriber subscribes to (MeshMQ) or joins (Socket.IO): every
+   * topic of `topics`, or, with `spread`, the one topic spread[g % spread.length].
+   * Raw ws has no topics: every connection gets everything.
+   */
   topics: string[];
-  /** Messages each subscriber should get: sequence numbers 0 … expect-1 of its topic. */
-  expect: number;
+  spread?: boolean;
   /** Source addresses to connect from, round-robin by subscriber (default: the OS picks). */
   localAddresses?: string[];
   /** Handshakes (and subscribes) in flight at once (default 64). */
@@ -48,6 +53,20 @@ export interface PublisherJob {
   role: 'publisher';
   kind: BroadcastKind;
   url: string;
+}
+
+export type BroadcastJob = SubscribersJob | PublisherJob;
+
+/** What subscribers count in one phase. */
+export interface SubscriberPhase {
+  /** Messages each subscriber should get: sequence numbers 0 … expect-1. */
+  expect: number;
+  /** The phase's topic: a MeshMQ delivery of another topic is an error. Omitted: any of the subscriber's. */
+  topic?: string;
+}
+
+/** What the publisher sends in one phase. */
+export interface PublisherPhase {
   /** Each topic gets `count` messages, sequence numbers 0 … count-1 (raw ws: give one topic). */
   topics: string[];
   count: number;
@@ -58,8 +77,6 @@ export interface PublisherJob {
   /** How long to wait for the last replies once everything was sent. */
   replyTimeoutMs: number;
 }
-
-export type BroadcastJob = SubscribersJob | PublisherJob;
 
 export interface SubscribersReady {
   connected: number;
@@ -72,20 +89,30 @@ export interface SubscribersReady {
 
 export interface SubscribersResult {
   connected: number;
-  /** Deliveries of a message, all; distinct (subscriber, sequence) pairs; repeats; deliveries arriving after a later sequence number. */
+  /** Deliveries, all; distinct (subscriber, sequence) pairs; repeats. */
   received: number;
   unique: number;
   duplicates: number;
+  /**
+   * Deliveries out of the system's order: MeshMQ, an offset other than the one
+   * after the subscriber's previous delivery (the first one must be offset 1
+   * when subscribed `from: 1`); the peers, which have no offsets, a sequence
+   * number other than the one after the previous.
+   */
   outOfOrder: number;
+  /** Deliveries whose sequence number is not the one after the previous delivery's: order differs from the publisher's send order. */
+  notSendOrder: number;
   /** Σ over subscribers of the sequence numbers 0 … expect-1 they never got. */
   missing: number;
   /** How many subscribers had each sequence number: base64 of a Uint32Array(expect). */
   perSeq: string;
+  /** The first subscriber's deliveries in arrival order, as [sequence, offset] pairs (offset 0 for the peers). */
+  witness: [number, number][];
   /** Wall ms of the last new delivery (0: none). */
   lastNewAt: number;
   /** hdr histogram (µs) of send→receive over unique deliveries, encoded. */
   latency: string;
-  /** Subscriber connections that closed before the report. */
+  /** Subscriber connections that closed before the report (over the agent's life). */
   disconnected: number;
   errors: Record<string, number>;
   errorSamples: Record<string, string>;
@@ -98,10 +125,12 @@ export interface PublisherResult {
   /** Publishes answered with success, and which: base64 of a Uint8Array(topics × count), index topic * count + seq. */
   acked: number;
   ackedMap: string;
-  /** Error replies (and timeouts, closed connections) by code, with one verbatim sample each. */
+  /** MeshMQ: the offset each acknowledged publish got (base64 of an Int32Array(topics × count), 0 when none). */
+  offsets: string;
+  /** Error replies and closed connections, by code, with one verbatim sample each. */
   refused: Record<string, number>;
   refusedSamples: Record<string, string>;
-  /** Publishes never answered within replyTimeoutMs. */
+  /** Publishes never answered within replyTimeoutMs (Socket.IO: acknowledgements not received). */
   unanswered: number;
   /** Wall ms of the first send and of the last reply. */
   firstSendAt: number;
@@ -119,8 +148,8 @@ function fail(err: unknown): void {
 }
 
 class ErrorCounts {
-  readonly counts: Record<string, number> = {};
-  readonly samples: Record<string, string> = {};
+  counts: Record<string, number> = {};
+  samples: Record<string, string> = {};
   add(code: string, message: string): void {
     this.counts[code] = (this.counts[code] ?? 0) + 1;
     if (!(code in this.samples)) this.samples[code] = message.slice(0, 300);
@@ -130,7 +159,6 @@ class ErrorCounts {
 function codeOf(err: unknown): string {
   if (err && typeof err === 'object' && 'code' in err && typeof (err as { code: unknown }).code === 'string') return (err as { code: string }).code;
   const message = err instanceof Error ? err.message : String(err);
-  // "Unexpected server response: 503" and the like: keep the status, drop the rest.
   return message.replace(/\d{4,}/g, 'N').slice(0, 80);
 }
 
@@ -140,50 +168,63 @@ const ioLib = async () => (await import('socket.io-client')).io;
 // ---- subscribers -----------------------------------------------------------------
 
 class Subscriber {
-  seen: Uint8Array;
-  last = -1;
+  seen = new Uint8Array(0);
+  lastSeq = -1;
+  lastOffset = -1;
   unique = 0;
   open = false;
   close: () => void = () => {};
-  constructor(expect: number) {
-    this.seen = new Uint8Array(expect);
-  }
 }
 
 class Subscribers {
   private readonly subs: Subscriber[] = [];
-  private readonly errors = new ErrorCounts();
-  private readonly hist = createHistogram();
-  private readonly perSeq: Uint32Array;
+  private errors = new ErrorCounts();
+  private phase: SubscriberPhase = { expect: 0 };
+  private hist = createHistogram();
+  private perSeq = new Uint32Array(0);
+  private witness: [number, number][] = [];
   private received = 0;
   private unique = 0;
   private duplicates = 0;
   private outOfOrder = 0;
+  private notSendOrder = 0;
   private disconnected = 0;
   private lastNewAt = 0;
-  private measuring = false;
   private cpuAtGo: NodeJS.CpuUsage | undefined;
   private progressTimer: NodeJS.Timeout | undefined;
   private closing = false;
 
-  constructor(private readonly job: SubscribersJob) {
-    this.perSeq = new Uint32Array(job.expect);
-  }
+  constructor(private readonly job: SubscribersJob) {}
 
-  private deliver(sub: Subscriber, s: number, t: number): void {
+  private deliver(sub: Subscriber, s: number, t: number, offset: number, topic?: string): void {
     const at = now();
     this.received++;
-    if (!Number.isInteger(s) || s < 0 || s >= this.job.expect) {
-      this.errors.add('unexpected message', `sequence number ${s} outside 0…${this.job.expect - 1}`);
+    const { expect } = this.phase;
+    if (topic !== undefined && this.phase.topic !== undefined && topic !== this.phase.topic) {
+      this.errors.add('wrong topic', `a delivery of '${topic}' during the phase of '${this.phase.topic}'`);
       return;
     }
+    if (!Number.isInteger(s) || s < 0 || s >= expect) {
+      this.errors.add('unexpected message', `sequence number ${s} outside 0…${expect - 1}`);
+      return;
+    }
+    if (sub === this.subs[0]) this.witness.push([s, offset]);
     if (sub.seen[s]) {
       this.duplicates++;
       return;
     }
     sub.seen[s] = 1;
-    if (s !== sub.last + 1) this.outOfOrder++;
-    if (s > sub.last) sub.last = s;
+    if (offset > 0) {
+      // MeshMQ: offsets one after another; subscribed from 1, the first is 1.
+      const first = this.job.from === 1 ? 1 : offset;
+      if (offset !== (sub.lastOffset < 0 ? first : sub.lastOffset + 1)) this.outOfOrder++;
+      sub.lastOffset = offset;
+    }
+    if (s !== sub.lastSeq + 1) {
+      this.notSendOrder++;
+      if (offset === 0) this.outOfOrder++;
+    }
+    sub.lastSeq = s;
     sub.unique++;
     this.unique++;
     this.perSeq[s]!++;
@@ -199,10 +240,10 @@ class Subscribers {
   }
 
   private async connectOne(g: number, local: string | undefined): Promise<void> {
-    const { kind, urls, topics } = this.job;
+    const { kind, urls } = this.job;
     const url = urls[g % urls.length]!;
-    const topic = topics[g % topics.length] ?? '';
-    const sub = new Subscriber(this.job.expect);
+    const topics = this.job.spread ? [this.job.topics[g % this.job.topics.length]!] : this.job.topics;
+    const sub = new Subscriber();
     if (kind === 'socketio') {
       const io = await ioLib();
       const socket: Socket = io(url, {
@@ -213,7 +254,7 @@ class Subscribers {
         ...(local ? { localAddress: local } : {}),
       } as Parameters<typeof io>[1]);
       sub.close = () => socket.close();
-      socket.on('m', (d: { s: number; t: number }) => this.deliver(sub, d.s, d.t));
+      socket.on('m', (d: { s: number; t: number }) => this.deliver(sub, d.s, d.t, 0));
       await new Promise<void>((resolve, reject) => {
         socket.once('connect', () => resolve());
         socket.once('connect_error', (err) => {
@@ -221,9 +262,11 @@ class Subscribers {
           reject(err);
         });
       });
-      await new Promise<void>((resolve, reject) => {
-        socket.timeout(120_000).emit('join', topic, (err: unknown) => (err ? reject(new Error('join: no ack within 120 s')) : resolve()));
-      });
+      for (const room of topics) {
+        await new Promise<void>((resolve, reject) => {
+          socket.timeout(120_000).emit('join', room, (err: unknown) => (err ? reject(new Error('join: no ack within 120 s')) : resolve()));
+        });
+      }
       socket.on('disconnect', (reason) => this.lost(sub, `disconnect: ${reason}`, `socket.io disconnect: ${reason}`));
       sub.open = true;
     } else {
@@ -238,24 +281,41 @@ class Subscribers {
       if (kind === 'ws') {
         ws.on('message', (raw) => {
           const d = JSON.parse(raw.toString()) as { s: number; t: number };
-          this.deliver(sub, d.s, d.t);
+          this.deliver(sub, d.s, d.t, 0);
         });
       } else {
-        let subscribed: ((err?: Error) => void) | undefined;
+        const waiting = new Map<number, (err?: Error) => void>();
         ws.on('message', (raw) => {
-          const frame = JSON.parse(raw.toString()) as { op: string; id?: unknown; code?: string; message?: string; data?: { s: number; t: number } };
-          if (frame.op === 'message') this.deliver(sub, frame.data!.s, frame.data!.t);
-          else if (frame.op === 'ok' && frame.id === 1) subscribed?.();
+          const frame = JSON.parse(raw.toString()) as {
+            op: string;
+            id?: number;
+            topic?: string;
+            offset?: number;
+            code?: string;
+            message?: string;
+            data?: { s: number; t: number };
+          };
+          if (frame.op === 'message') this.deliver(sub, frame.data!.s, frame.data!.t, frame.offset!, frame.topic);
+          else if (frame.op === 'ok' && frame.id !== undefined) waiting.get(frame.id)?.();
           else if (frame.op === 'error') {
-            this.errors.add(String(frame.code), String(frame.message));
-            if (frame.id === 1) subscribed?.(Object.assign(new Error(String(frame.message)), { code: frame.code }));
-          } else if (frame.op === 'reset' || frame.op === 'move') this.errors.add(frame.op, JSON.stringify(frame));
+            if (frame.id !== undefined && waiting.has(frame.id)) waiting.get(frame.id)!(Object.assign(new Error(String(frame.message)), { code: frame.code }));
+            else this.errors.add(String(frame.code), String(frame.message));
+          } else this.errors.add(frame.op, JSON.stringify(frame).slice(0, 300));
         });
-        await new Promise<void>((resolve, reject) => {
-          subscribed = (err) => (err ? reject(err) : resolve());
-          const from = this.job.from;
-          ws.send(JSON.stringify({ op: 'subscribe', id: 1, topic, ...(from !== undefined ? { from } : {}) }));
-        });
+        const from = this.job.from;
+        await Promise.all(
+          topics.map(
+            (topic, i) =>
+              new Promise<void>((resolve, reject) => {
+                waiting.set(i + 1, (err) => {
+                  waiting.delete(i + 1);
+                  if (err) reject(err);
+                  else resolve();
+                });
+                ws.send(JSON.stringify({ op: 'subscribe', id: i + 1, topic, ...(from !== undefined ? { from } : {}) }));
+              }),
+          ),
+        );
       }
       ws.on('close', (code, reason) => this.lost(sub, `close ${code}`, `connection closed: ${code} ${reason.toString()}`));
       sub.open = true;
@@ -271,8 +331,7 @@ class Subscribers {
     let failed = 0;
     const worker = async () => {
       while (nextIndex < count) {
-        const i = nextIndex++;
-        const g = first + i;
+        const g = first + nextIndex++;
         const local = localAddresses && localAddresses.length > 0 ? localAddresses[g % localAddresses.length] : undefined;
         try {
           await this.connectOne(g, local);
@@ -286,9 +345,22 @@ class Subscribers {
     return { connected: this.subs.length, failed, errors: connectErrors.counts, errorSamples: connectErrors.samples, connectMs: now() - started };
   }
 
-  go(): void {
-    this.measuring = true;
+  go(phase: SubscriberPhase): void {
+    this.phase = phase;
+    for (const sub of this.subs) {
+      sub.seen = new Uint8Array(phase.expect);
+      sub.lastSeq = -1;
+      sub.lastOffset = -1;
+      sub.unique = 0;
+    }
+    this.hist = createHistogram();
+    this.perSeq = new Uint32Array(phase.expect);
+    this.witness = [];
+    this.received = this.unique = this.duplicates = this.outOfOrder = this.notSendOrder = 0;
+    this.lastNewAt = 0;
+    this.errors = new ErrorCounts();
     this.cpuAtGo = process.cpuUsage();
+    clearInterval(this.progressTimer);
     this.progressTimer = setInterval(() => send({ type: 'progress', unique: this.unique, lastNewAt: this.lastNewAt, disconnected: this.disconnected }), 100);
   }
 
@@ -296,21 +368,23 @@ class Subscribers {
     clearInterval(this.progressTimer);
     const cpu = process.cpuUsage(this.cpuAtGo);
     let missing = 0;
-    for (const sub of this.subs) missing += this.job.expect - sub.unique;
+    for (const sub of this.subs) missing += this.phase.expect - sub.unique;
     return {
       connected: this.subs.length,
       received: this.received,
       unique: this.unique,
       duplicates: this.duplicates,
       outOfOrder: this.outOfOrder,
+      notSendOrder: this.notSendOrder,
       missing,
       perSeq: Buffer.from(this.perSeq.buffer, this.perSeq.byteOffset, this.perSeq.byteLength).toString('base64'),
+      witness: this.witness,
       lastNewAt: this.lastNewAt,
       latency: encodeHistogram(this.hist),
       disconnected: this.disconnected,
       errors: this.errors.counts,
       errorSamples: this.errors.samples,
-      cpuS: this.measuring ? (cpu.user + cpu.system) / 1e6 : 0,
+      cpuS: (cpu.user + cpu.system) / 1e6,
     };
   }
 
@@ -328,13 +402,15 @@ class Subscribers {
 
 // ---- publisher -----------------------------------------------------------------
 
-/** Sends one publish and calls back once with null (success) or the refusal: code and message. */
-type PublishFn = (topic: string, seq: number, size: number, done: (code: string | null, message?: string) => void) => void;
+/** Sends one publish and calls back once with null (success, with MeshMQ's offset) or the refusal: code and message. */
+type Done = (code: string | null, message?: string, offset?: number) => void;
+type PublishFn = (topic: string, seq: number, size: number, done: Done) => void;
 
 class Publisher {
   private publish: PublishFn | undefined;
   private closeFn: () => void = () => {};
   private onClosed: ((message: string) => void) | undefined;
+  private replyTimeoutMs = 30_000;
 
   constructor(private readonly job: PublisherJob) {}
 
@@ -349,10 +425,9 @@ class Publisher {
         socket.once('connect_error', reject);
       });
       socket.on('disconnect', (reason) => this.onClosed?.(`publisher disconnected: ${reason}`));
-      const timeout = this.job.replyTimeoutMs;
       this.publish = (topic, seq, size, done) => {
         const { payload } = makePayload(seq, now(), size);
-        socket.timeout(timeout).emit('pub', topic, payload, (err: unknown) => (err ? done('no ack', `no acknowledgement within ${timeout} ms`) : done(null)));
+        socket.timeout(this.replyTimeoutMs).emit('pub', topic, payload, (err: unknown) => (err ? done('no ack') : done(null)));
       };
       return;
     }
@@ -367,11 +442,11 @@ class Publisher {
     ws.on('close', (code, reason) => this.onClosed?.(`publisher connection closed: ${code} ${reason.toString()}`));
     if (kind === 'ws') {
       // The server answers each frame with 'a', in order.
-      const waiting: ((code: string | null, message?: string) => void)[] = [];
+      const waiting: (Done | undefined)[] = [];
       let head = 0;
       ws.on('message', () => {
         const done = waiting[head];
-        waiting[head++] = undefined as never;
+        waiting[head++] = undefined;
         done?.(null);
       });
       this.publish = (_topic, seq, size, done) => {
@@ -380,14 +455,14 @@ class Publisher {
       };
       return;
     }
-    const pending = new Map<number, (code: string | null, message?: string) => void>();
+    const pending = new Map<number, Done>();
     let nextId = 1;
     ws.on('message', (raw) => {
-      const frame = JSON.parse(raw.toString()) as { op: string; id: number; code?: string; message?: string };
+      const frame = JSON.parse(raw.toString()) as { op: string; id: number; offset?: number; code?: string; message?: string };
       const done = pending.get(frame.id);
       if (!done) return;
       pending.delete(frame.id);
-      if (frame.op === 'ok') done(null);
+      if (frame.op === 'ok') done(null, undefined, frame.offset);
       else done(String(frame.code), String(frame.message));
     });
     this.publish = (topic, seq, size, done) => {
@@ -397,14 +472,17 @@ class Publisher {
     };
   }
 
-  go(): Promise<PublisherResult> {
-    const { topics, count, size, window, replyTimeoutMs } = this.job;
+  go(phase: PublisherPhase): Promise<PublisherResult> {
+    const { topics, count, size, window, replyTimeoutMs } = phase;
+    this.replyTimeoutMs = replyTimeoutMs;
     const total = topics.length * count;
     const ackedMap = new Uint8Array(total);
+    const offsets = new Int32Array(total);
     const refused = new ErrorCounts();
     const cpuBefore = process.cpuUsage();
     let sent = 0;
     let answered = 0;
+    let unanswered = 0;
     let acked = 0;
     let firstSendAt = 0;
     let lastReplyAt = 0;
@@ -421,16 +499,17 @@ class Publisher {
           sent,
           acked,
           ackedMap: Buffer.from(ackedMap).toString('base64'),
+          offsets: Buffer.from(offsets.buffer).toString('base64'),
           refused: refused.counts,
           refusedSamples: refused.samples,
-          unanswered: sent - answered,
+          unanswered: unanswered + (sent - answered),
           firstSendAt,
           lastReplyAt,
           cpuS: (cpu.user + cpu.system) / 1e6,
         });
       };
       this.onClosed = (message) => {
-        // Whatever is unanswered now stays so: count it as refused by the closed connection.
+        // Whatever is unanswered now stays so: refused by the closed connection.
         for (let i = answered; i < sent; i++) refused.add('connection closed', message);
         answered = sent;
         next = total;
@@ -443,14 +522,16 @@ class Publisher {
           const seq = index % count;
           if (firstSendAt === 0) firstSendAt = now();
           sent++;
-          this.publish!(topic, seq, size, (code, message) => {
+          this.publish!(topic, seq, size, (code, message, offset) => {
             if (finished) return;
             answered++;
             lastReplyAt = now();
             if (code === null) {
               acked++;
               ackedMap[index] = 1;
-            } else refused.add(code, message ?? code);
+              offsets[index] = offset ?? 0;
+            } else if (code === 'no ack') unanswered++;
+            else refused.add(code, message ?? code);
             if (answered === total) finish();
             else if (window > 0) pump();
           });
@@ -471,7 +552,7 @@ class Publisher {
 let subscribers: Subscribers | undefined;
 let publisher: Publisher | undefined;
 
-process.on('message', (msg: { type: string; job?: BroadcastJob }) => {
+process.on('message', (msg: { type: string; job?: BroadcastJob; phase?: SubscriberPhase & PublisherPhase }) => {
   try {
     if (msg.type === 'prepare' && msg.job) {
       const job = msg.job;
@@ -482,9 +563,9 @@ process.on('message', (msg: { type: string; job?: BroadcastJob }) => {
         publisher = new Publisher(job);
         publisher.prepare().then(() => send({ type: 'ready', ready: { connected: 1, failed: 0, errors: {}, errorSamples: {}, connectMs: 0 } }), fail);
       }
-    } else if (msg.type === 'go') {
-      if (subscribers) subscribers.go();
-      else if (publisher) publisher.go().then((result) => send({ type: 'published', result }), fail);
+    } else if (msg.type === 'go' && msg.phase) {
+      if (subscribers) subscribers.go(msg.phase);
+      else if (publisher) publisher.go(msg.phase).then((result) => send({ type: 'published', result }), fail);
       else fail(new Error('go before prepare'));
     } else if (msg.type === 'report') {
       if (subscribers) send({ type: 'result', result: subscribers.report() });
