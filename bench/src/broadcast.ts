@@ -169,7 +169,7 @@ export function meshSystem(nodes: 1 | 2, extraArgs: string[] = []): BroadcastSys
 }
 
 function meshDeployment(
-  cluster: { nodes: { url: string; wsUrl: string; pid: number }[]; pids: number[] },
+  cluster: { nodes: { url: string; wsUrl: string; pid: number; port: number }[]; pids: number[]; output(): Record<number, string> },
   extraPids: number[],
   redisUrl: string | undefined,
   stop: () => Promise<void>,
@@ -178,7 +178,7 @@ function meshDeployment(
     kind: 'meshmq',
     subscriberUrls: cluster.nodes.map((n) => n.wsUrl),
     publishUrl: cluster.nodes[0]!.wsUrl,
-    nodes: cluster.nodes.map((n) => ({ pid: n.pid, healthUrl: `${n.url}/readyz` })),
+    nodes: cluster.nodes.map((n) => ({ pid: n.pid, healthUrl: `${n.url}/readyz`, output: () => cluster.output()[n.port] ?? '' })),
     pids: [...cluster.pids, ...extraPids],
     ...(redisUrl ? { redisUrl } : {}),
     stop,
@@ -217,6 +217,29 @@ export async function nodesDown(dep: Deployment, withinMs = 15_000): Promise<{ n
     if (last) down.push({ node, reason: which + last });
   }
   return down;
+}
+
+/**
+ * What MeshMQ nodes logged at warn level or above since `sinceMs` (wall clock),
+ * by message, with the node's index: e.g. a peer declared down, a Redis link dropped.
+ */
+export function nodeWarnings(dep: Deployment, sinceMs: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [i, node] of dep.nodes.entries()) {
+    for (const line of (node.output?.() ?? '').split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        const entry = JSON.parse(line) as { level?: number; time?: number; msg?: string };
+        if ((entry.level ?? 0) >= 40 && (entry.time ?? 0) >= sinceMs) {
+          const key = `node ${i + 1}: ${entry.msg ?? line.slice(0, 120)}`;
+          out[key] = (out[key] ?? 0) + 1;
+        }
+      } catch {
+        // a line cut by the output's tail
+      }
+    }
+  }
+  return out;
 }
 
 function processAlive(pid: number): boolean {
@@ -411,6 +434,8 @@ export interface BroadcastOutcome {
   clientCpuS: number;
   /** INFO commandstats calls on the MeshMQ nodes' Redis during the phase, less the one INFO of the first count (MeshMQ over Redis only). */
   redisCalls?: number;
+  /** The same by command name (commands run by scripts count under their own names, as INFO commandstats counts them). */
+  redisCommands?: Record<string, number>;
   stalled: boolean;
   errors: Record<string, number>;
   errorSamples: Record<string, string>;
@@ -460,7 +485,7 @@ export class BroadcastSession {
     const redis = dep.redisUrl ? await RedisCounter.open(dep.redisUrl) : undefined;
     try {
       for (const a of agents) a.progress = { unique: 0, lastNewAt: 0, disconnected: a.progress.disconnected };
-      const before = await redis?.calls();
+      const before = await redis?.byCommand();
       const meter = ctx.cpu(dep.pids);
       const subPhase: SubscriberPhase = { expect: p.messages, topic: p.topic };
       for (const a of agents) a.send('go', subPhase);
@@ -501,11 +526,20 @@ export class BroadcastSession {
       }
       await sleep(p.settleMs);
       const serverCpuS = meter.stop();
-      const after = await redis?.calls();
+      const after = await redis?.byCommand();
       if (!pub) pub = ((await Promise.race([published, sleep(5000).then(() => undefined)])) as { result: PublisherResult } | undefined)?.result;
       if (!pub) throw new Error(`the publisher never finished${pubError ? `: ${String(pubError)}` : ''}`);
       const results = await Promise.all(agents.map((a) => a.report()));
-      return outcome(p, subscribers, pub, results, serverCpuS, stalled, before !== undefined && after !== undefined ? after - before - 1 : undefined);
+      let redisCommands: Record<string, number> | undefined;
+      if (before && after) {
+        // Less the one INFO of the first count, which the second sees.
+        redisCommands = {};
+        for (const [name, n] of Object.entries(after)) {
+          const d = n - (before[name] ?? 0) - (name === 'info' ? 1 : 0);
+          if (d > 0) redisCommands[name] = d;
+        }
+      }
+      return outcome(p, subscribers, pub, results, serverCpuS, stalled, redisCommands);
     } finally {
       await redis?.close();
     }
@@ -533,7 +567,7 @@ function outcome(
   subs: SubscribersResult[],
   serverCpuS: number,
   stalled: boolean,
-  redisCalls: number | undefined,
+  redisCommands: Record<string, number> | undefined,
 ): BroadcastOutcome {
   const acked = Buffer.from(pub.ackedMap, 'base64');
   const offsets = new Int32Array(new Uint8Array(Buffer.from(pub.offsets, 'base64')).buffer);
@@ -570,7 +604,7 @@ function outcome(
     latency: mergeHistograms(subs.map((s) => s.latency)),
     serverCpuS,
     clientCpuS: subs.reduce((n, s) => n + s.cpuS, pub.cpuS),
-    ...(redisCalls !== undefined ? { redisCalls } : {}),
+    ...(redisCommands ? { redisCalls: Object.values(redisCommands).reduce((n, c) => n + c, 0), redisCommands } : {}),
     stalled,
     errors: mergeCounts(subs.map((s) => s.errors)),
     errorSamples: mergeSamples(subs.map((s) => s.errorSamples)),
@@ -579,7 +613,7 @@ function outcome(
 
 // ---- Redis command counts -----------------------------------------------------------
 
-/** Reads `INFO commandstats` of a Redis: the sum of every command's `calls` (each read is itself one call). */
+/** Reads `INFO commandstats` of a Redis: every command's `calls` (each read is itself one call, of INFO). */
 export class RedisCounter {
   private constructor(private readonly client: { sendCommand(args: string[]): Promise<unknown>; close(): Promise<void> | void }) {}
 
@@ -591,14 +625,7 @@ export class RedisCounter {
     return new RedisCounter(client as unknown as { sendCommand(args: string[]): Promise<unknown>; close(): Promise<void> });
   }
 
-  async calls(): Promise<number> {
-    const text = String(await this.client.sendCommand(['INFO', 'commandstats']));
-    let total = 0;
-    for (const m of text.matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)) total += Number(m[1]);
-    return total;
-  }
-
-  /** calls per command name, for the notes. */
+  /** Calls per command name. */
   async byCommand(): Promise<Record<string, number>> {
     const text = String(await this.client.sendCommand(['INFO', 'commandstats']));
     const out: Record<string, number> = {};

@@ -15,7 +15,7 @@
  * the server sends after `io.to(room).emit`; one missing after 120 s counts as
  * `no reply`.
  */
-import { type BroadcastOutcome, meshSystem, nodesDown, runBroadcast, socketIoSystem } from '../broadcast.js';
+import { type BroadcastOutcome, meshSystem, nodesDown, nodeWarnings, runBroadcast, socketIoSystem } from '../broadcast.js';
 import { percentileMs } from '../hist.js';
 import { medianMetrics } from '../stats.js';
 import type { Row, Workload } from '../workload.js';
@@ -34,6 +34,7 @@ interface RoundResult {
   out: BroadcastOutcome;
   down: string[];
   crashed: string[];
+  warnings: Record<string, number>;
 }
 
 let seq = 0;
@@ -64,6 +65,7 @@ export const burst: Workload = {
       async (system): Promise<RoundResult> => {
         const dep = await system.setup(ctx);
         try {
+          const started = Date.now();
           const out = await runBroadcast(ctx, dep, {
             subscribers: SUBSCRIBERS,
             agents: AGENTS,
@@ -76,6 +78,8 @@ export const burst: Workload = {
             replyTimeoutMs: 120_000,
           });
           const downNodes = await nodesDown(dep);
+          // MeshMQ nodes log at warn level what went wrong (a peer declared down, a Redis link dropped): keep it.
+          const warnings = nodeWarnings(dep, started);
           const down = downNodes.map((d) => d.reason);
           // A peer that went down: keep its last output lines for the notes.
           const crashed = downNodes.flatMap(({ node }) => {
@@ -88,7 +92,7 @@ export const burst: Workload = {
             return [`pid ${node.pid}: ${[...head, ...(firstFrame >= 0 ? [lines[firstFrame]!.trim()] : [])].join(' | ').slice(0, 900)}`];
           });
           ctx.debug(`${system.name}: refused ${out.publisher.sent - out.publisher.acked}, lost ${out.lost}, dup ${out.duplicates}, down ${down.length}`);
-          return { out, down, crashed };
+          return { out, down, crashed, warnings };
         } finally {
           await dep.stop();
         }
@@ -110,6 +114,8 @@ export const burst: Workload = {
       const med = medianMetrics(perRound);
       const down = rs.flatMap((r, i) => r.down.map((d) => `round ${i + 1}: ${d}`));
       if (down.length > 0) notes.push(`nodes down after the burst: ${down.join('; ')}`);
+      const warned = rs.flatMap((r, i) => Object.entries(r.warnings).map(([m, n]) => `round ${i + 1}: ${m} ×${n}`));
+      if (warned.length > 0) notes.push(`nodes logged during the burst: ${warned.join('; ')}`);
       const last = rs.flatMap((r, i) => r.crashed.map((c) => `round ${i + 1}: ${c}`));
       if (last.length > 0) notes.push(`last output of the nodes down: ${last.join('; ')}`);
       const lostRounds = rs.filter((r) => r.out.lost > 0).length;

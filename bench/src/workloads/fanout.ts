@@ -236,6 +236,16 @@ export function rowMetrics(outs: BroadcastOutcome[]): {
       `${reordered} deliveries in offset order but not in the order the publisher sent them on its one connection (${Math.round(reordered / outs.length / (outs[0]?.subscriberCount ?? 1))} messages a round per subscriber; e.g. ${examples.join(', ')})`,
     );
   }
+  const last = outs[outs.length - 1];
+  if (last?.redisCommands && last.deliveries > 0) {
+    const top = Object.entries(last.redisCommands).sort((a, b) => b[1] - a[1]);
+    notes.push(
+      `Redis commands of the last round (INFO commandstats, commands run by scripts included): ${last.redisCalls} for ${last.deliveries} deliveries of ${last.publisher.acked} messages: ${top
+        .slice(0, 8)
+        .map(([name, n]) => `${name} ×${n}`)
+        .join(', ')}`,
+    );
+  }
   const stalled = outs.filter((o) => o.stalled).length;
   if (stalled > 0) notes.push(`${stalled} round(s) ended by the stall timeout: subscribers stopped receiving before they had every acknowledged message`);
   return { metrics, raw, notes };
