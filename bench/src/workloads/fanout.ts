@@ -29,19 +29,20 @@ import type { Row, Workload } from '../workload.js';
 
 const SUBSCRIBERS = 500;
 const AGENTS = 4;
-/** Round 1 calibrates: a warm-up of this many messages per size, then measured runs of about TARGET_S at the rate it showed. */
-const WARMUP = 100;
-const TARGET_S = 4;
-const [MIN, MAX] = [100, 2_000];
-/** --quick: no calibration, this many messages per run. */
+/**
+ * Messages per run, the same for every system (and each subscriber gets every one): with equal counts the queue a
+ * saturated system builds, and so its latency, compares across systems. 400 × 500 = 200,000 deliveries a run.
+ */
+const MESSAGES = 400;
 const QUICK_MESSAGES = 200;
+/** Round 1 warms each system up first: this many messages per size, on a topic of their own, not measured. */
+const WARMUP = 100;
 
 export const fanout: Workload = {
   name: 'fanout',
   title: `Fan-out: ${SUBSCRIBERS} WebSocket subscribers on one topic, 1 publisher`,
-  description: `Deliveries/s from the first publish until every subscriber had every message (median of rounds); publish→delivery latency of all rounds merged (the publisher keeps --window publishes unanswered, so this is latency under full load, mostly queueing); server CPU-s per million deliveries (nodes + their Redis); Redis commands per delivery (INFO commandstats) for MeshMQ over Redis; "× peer" is MeshMQ's deliveries/s over Socket.IO's on as many nodes. Subscribers in ${AGENTS} load agents, the publisher in its own; msgs per run sized in round 1 to about ${TARGET_S} s.`,
+  description: `Deliveries/s from the first publish until every subscriber had every message (median of rounds); publish→delivery latency of all rounds merged (the publisher keeps --window publishes unanswered, so this is latency under full load, mostly queueing); server CPU-s per million deliveries (nodes + their Redis); Redis commands per delivery (INFO commandstats) for MeshMQ over Redis; "× peer" is MeshMQ's deliveries/s over Socket.IO's on as many nodes. Subscribers in ${AGENTS} load agents, the publisher in its own; ${MESSAGES} messages a run (${QUICK_MESSAGES} with --quick) for every system, after an unmeasured warm-up of ${WARMUP} in round 1.`,
   columns: [
-    'msgs',
     'deliveries/s',
     '× peer',
     'p50 ms',
@@ -67,7 +68,8 @@ export const fanout: Workload = {
       return d;
     };
     const key = (s: BroadcastSystem, size: number) => `${s.name}/${size}`;
-    const counts = new Map<string, number>();
+    const warmed = new Set<string>();
+    const messages = quick ? QUICK_MESSAGES : MESSAGES;
     const topic = (system: BroadcastSystem, what: string, size: number) => `fanout-${process.pid}-${systems.indexOf(system)}-${what}-${size}`;
     // One session per system for the whole workload: 500 connections made once, subscribed up front to a topic per
     // size and round (and a warm-up topic per size), so each round only publishes.
@@ -94,18 +96,14 @@ export const fanout: Workload = {
           const subs = await session(system);
           const outs = new Map<number, BroadcastOutcome>();
           for (const size of sizes) {
-            if (quick) counts.set(key(system, size), QUICK_MESSAGES);
-            if (!counts.has(key(system, size))) {
+            if (!warmed.has(key(system, size))) {
+              warmed.add(key(system, size));
               const warm = await subs.phase({ topic: topic(system, 'warm', size), messages: WARMUP, size, window, stallMs: 20_000, settleMs: 0 });
               if (warm.lost > 0 || warm.stalled) throw new Error(`warm-up: ${warm.lost} deliveries lost${warm.stalled ? ', stalled' : ''}`);
-              const rate = (warm.deliveries / warm.elapsedMs) * 1000;
-              const messages = Math.min(MAX, Math.max(MIN, Math.round((rate * TARGET_S) / SUBSCRIBERS / 50) * 50));
-              counts.set(key(system, size), messages);
-              ctx.debug(`${system.name} ${size} B warm-up: ${Math.round(rate)} deliveries/s → ${messages} messages a run`);
             }
             const out = await subs.phase({
               topic: topic(system, `r${round}`, size),
-              messages: counts.get(key(system, size))!,
+              messages,
               size,
               window,
               stallMs: 20_000,
@@ -136,9 +134,8 @@ export const fanout: Workload = {
             system: system.name,
             durability: system.durability,
             size,
-            params: { subscribers: SUBSCRIBERS, nodes: system.nodes },
+            params: { subscribers: SUBSCRIBERS, nodes: system.nodes, msgs: messages },
             metrics: {
-              msgs: counts.get(key(system, size)) ?? null,
               'deliveries/s': metrics['deliveries/s'] ?? null,
               '× peer': own !== undefined && theirs !== undefined && theirs > 0 ? `${(own / theirs).toFixed(2)}×` : null,
               'p50 ms': metrics['p50 ms'] ?? null,
