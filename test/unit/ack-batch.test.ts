@@ -46,6 +46,26 @@ describe("the SDK's batching of acks", () => {
     expect(reason).toMatchObject({ code: 'not_found', message: 'offset 2 is not leased to this member' });
   });
 
+  it('sends again, alone, an ack whose storage failed for it alone; after maybe_stored a not_found is maybe_stored', async () => {
+    const { frames, batch } = recorder((frame) => {
+      if (frame.offsets) {
+        return {
+          acked: 1,
+          failed: [
+            { offset: 2, code: 'unavailable', message: 'Redis is unreachable' },
+            { offset: 3, code: 'maybe_stored', message: 'Redis did not answer' },
+          ],
+        };
+      }
+      if (frame.offset === 3) throw new MeshError('not_found', 'offset 3 is not pending');
+      return {};
+    });
+    const outcomes = await Promise.allSettled([batch.add(1, 'e'), batch.add(2, 'e'), batch.add(3, 'e')]);
+    expect(frames.slice(1).map((f) => f.offset)).toEqual([2, 3]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected']);
+    expect((outcomes[2] as PromiseRejectedResult).reason).toMatchObject({ code: 'maybe_stored' });
+  });
+
   it('fails every ack of a frame the node refused as a whole', async () => {
     const { batch } = recorder(() => {
       throw new MeshError('maybe_stored', 'no answer');

@@ -1,4 +1,4 @@
-import { type AckResult, LIMITS, MeshError, type RequestBody } from '@meshmq/shared';
+import { type AckResult, LIMITS, MeshError, RETRYABLE_CODES, type RequestBody } from '@meshmq/shared';
 
 /** Sends one `ack` frame and resolves to its result. */
 export type SendAck = (request: RequestBody<'ack'>) => Promise<AckResult>;
@@ -7,6 +7,29 @@ interface Waiting {
   offset: number;
   resolve(): void;
   reject(error: unknown): void;
+}
+
+/**
+ * An ack the node could not settle for a passing reason (its storage failed
+ * for that offset alone) is sent again by itself, with the request's retries;
+ * after a `maybe_stored`, a `not_found` may mean the first one was applied.
+ */
+async function sendAlone(send: SendAck, frame: { op: 'ack'; topic: string; group: string; epoch: string }, waiting: Waiting, code: string): Promise<void> {
+  try {
+    await send({ ...frame, offset: waiting.offset });
+    waiting.resolve();
+  } catch (err) {
+    const error = MeshError.from(err);
+    if (code === 'maybe_stored' && error.code === 'not_found') {
+      waiting.reject(
+        new MeshError(
+          'maybe_stored',
+          `ack of offset ${waiting.offset} may have been applied: the node could not say at first, and sending it again found it no longer leased to this member (${error.message})`,
+          { cause: error },
+        ),
+      );
+    } else waiting.reject(error);
+  }
 }
 
 /** Runs `fn` after the current turn of the event loop (its I/O callbacks and promise reactions). */
@@ -63,8 +86,9 @@ export class AckBatch {
       const failed = new Map((result.failed ?? []).map((f) => [f.offset, f]));
       for (const waiting of list) {
         const failure = failed.get(waiting.offset);
-        if (failure) waiting.reject(new MeshError(failure.code, failure.message));
-        else waiting.resolve();
+        if (!failure) waiting.resolve();
+        else if (RETRYABLE_CODES.includes(failure.code)) void sendAlone(this.send, frame, waiting, failure.code);
+        else waiting.reject(new MeshError(failure.code, failure.message));
       }
     } catch (err) {
       for (const waiting of list) waiting.reject(err);

@@ -502,8 +502,9 @@ function retryTopic(request: RequestBody): string {
 }
 
 /** What identifies a retried request beyond its topic: a publish's key, an ack's or nack's group and offset. */
-function retryDetail(request: RequestBody): Pick<RetryInfo, 'key' | 'group' | 'offset'> {
+function retryDetail(request: RequestBody): Pick<RetryInfo, 'key' | 'group' | 'offset' | 'offsets'> {
   if (request.op === 'publish') return { key: request.key };
+  if (request.op === 'ack' && request.offsets) return { group: request.group, offsets: request.offsets };
   if (request.op === 'ack' || request.op === 'nack') return { group: request.group, offset: request.offset };
   if (request.op === 'subscribe' && request.group !== undefined) return { group: request.group };
   return {};

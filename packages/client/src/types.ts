@@ -71,6 +71,8 @@ export interface RetryInfo {
   group?: string;
   /** The offset of an ack or nack. */
   offset?: number;
+  /** The offsets of an ack of many (the acks of one turn, sent in one frame). */
+  offsets?: number[];
 }
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';

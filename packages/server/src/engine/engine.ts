@@ -253,8 +253,9 @@ export interface Engine {
    * one, in one store write where the engine can. Resolves, per offset in
    * the order given, to undefined when it was settled or to the `not_found`
    * error `ack` would have thrown (an offset given twice: the second one).
-   * Rejects when the store failed; which of them were settled is then
-   * unknown, as for a failed `ack`.
+   * Rejects when the store failed for all of them. An engine that settles
+   * each offset on its own (Redis) resolves a failure that hit only some
+   * with that failure (`unavailable`, `maybe_stored`) as their result.
    */
   ackMany(topic: string, group: string, offsets: readonly number[], options: SettleOptions): Promise<Array<MeshError | undefined>>;
   /**

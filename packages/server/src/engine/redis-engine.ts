@@ -620,17 +620,19 @@ export class RedisEngine implements Engine {
     await this.link.eval(ACK, [k.log, k.leases, k.meta], [group, `${offset}-0`, topic, epoch ?? '', consumer]);
   }
 
-  /** One ACK script per offset, sent together: the Redis client writes commands issued in one turn in one go. */
+  /**
+   * One ACK script per offset, sent together: the Redis client writes
+   * commands issued in one turn in one go. Each is settled on its own, so a
+   * Redis failure may hit some of them: those get the failure (unavailable,
+   * maybe_stored) as their own result; when it hit every one, it is thrown.
+   */
   async ackMany(topic: string, group: string, offsets: readonly number[], options: SettleOptions): Promise<Array<MeshError | undefined>> {
     this.assertOpen();
     const outcomes = await Promise.allSettled(offsets.map((offset) => this.ack(topic, group, offset, options)));
-    const results: Array<MeshError | undefined> = [];
-    for (const outcome of outcomes) {
-      if (outcome.status === 'fulfilled') results.push(undefined);
-      else if (outcome.reason instanceof MeshError && outcome.reason.code === 'not_found') results.push(outcome.reason);
-      else throw outcome.reason;
-    }
-    return results;
+    const storeFailure = (o: PromiseSettledResult<void>) => o.status === 'rejected' && MeshError.from(o.reason).code !== 'not_found';
+    const first = outcomes[0];
+    if (first && outcomes.every(storeFailure)) throw (first as PromiseRejectedResult).reason;
+    return outcomes.map((o) => (o.status === 'fulfilled' ? undefined : MeshError.from(o.reason)));
   }
 
   async nack(topic: string, group: string, offset: number, delayMs: number, { consumer, epoch }: SettleOptions): Promise<number> {
