@@ -219,6 +219,27 @@ export async function nodesDown(dep: Deployment, withinMs = 15_000): Promise<{ n
   return down;
 }
 
+/** Nodes whose process has exited, each with the error it printed last (its own lines and the first stack frame). */
+export function exitedNodes(dep: Deployment): string[] {
+  const out: string[] = [];
+  for (const [i, node] of dep.nodes.entries()) {
+    if (processAlive(node.pid)) continue;
+    const which = dep.nodes.length > 1 ? `node ${i + 1} of ${dep.nodes.length}${i === 0 ? " (the publisher's)" : ''}` : 'the node';
+    out.push(`${which} (pid ${node.pid}) exited${lastWords(node)}`);
+  }
+  return out;
+}
+
+/** `: <what it printed last>` for a node started by the bench, or ''. */
+export function lastWords(node: BroadcastNode): string {
+  const output = node.output?.().trim();
+  if (!output) return '';
+  const lines = output.split('\n').filter((l) => l.trim() !== '');
+  const firstFrame = lines.findIndex((l) => /^\s+at /.test(l));
+  const head = lines.filter((l) => !/^\s+at /.test(l)).slice(-6);
+  return `: ${[...head, ...(firstFrame >= 0 ? [lines[firstFrame]!.trim()] : [])].join(' | ').slice(0, 900)}`;
+}
+
 /**
  * What MeshMQ nodes logged at warn level or above since `sinceMs` (wall clock),
  * by message, with the node's index: e.g. a peer declared down, a Redis link dropped.

@@ -15,7 +15,7 @@
  * the server sends after `io.to(room).emit`; one missing after 120 s counts as
  * `no reply`.
  */
-import { type BroadcastOutcome, meshSystem, nodesDown, nodeWarnings, runBroadcast, socketIoSystem } from '../broadcast.js';
+import { type BroadcastOutcome, lastWords, meshSystem, nodesDown, nodeWarnings, runBroadcast, socketIoSystem } from '../broadcast.js';
 import { percentileMs } from '../hist.js';
 import { medianMetrics } from '../stats.js';
 import type { Row, Workload } from '../workload.js';
@@ -81,17 +81,11 @@ export const burst: Workload = {
           // MeshMQ nodes log at warn level what went wrong (a peer declared down, a Redis link dropped): keep it.
           const warnings = nodeWarnings(dep, started);
           const down = downNodes.map((d) => d.reason);
-          // A peer that went down: keep its last output lines for the notes.
+          // A node that went down: keep what it printed last for the notes.
           const crashed = downNodes.flatMap(({ node }) => {
-            const output = node.output?.().trim();
-            if (!output) return [];
-            // The error's own lines (not its stack frames), and where it was thrown.
-            const lines = output.split('\n').filter((l) => l.trim() !== '');
-            const firstFrame = lines.findIndex((l) => /^\s+at /.test(l));
-            const head = lines.filter((l) => !/^\s+at /.test(l)).slice(-6);
-            return [`pid ${node.pid}: ${[...head, ...(firstFrame >= 0 ? [lines[firstFrame]!.trim()] : [])].join(' | ').slice(0, 900)}`];
+            const words = lastWords(node);
+            return words ? [`pid ${node.pid}${words}`] : [];
           });
-          ctx.debug(`${system.name}: refused ${out.publisher.sent - out.publisher.acked}, lost ${out.lost}, dup ${out.duplicates}, down ${down.length}`);
           return { out, down, crashed, warnings };
         } finally {
           await dep.stop();

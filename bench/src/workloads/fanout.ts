@@ -19,6 +19,7 @@ import {
   type BroadcastSystem,
   type Deployment,
   describeErrors,
+  exitedNodes,
   meshSystem,
   socketIoSystem,
   wsBroadcastSystem,
@@ -54,6 +55,7 @@ export const fanout: Workload = {
     'lost',
     'out of order',
     'disconnected',
+    'nodes down',
   ],
   async run(ctx) {
     const { quick, window, sizes, rounds } = ctx.options;
@@ -69,6 +71,8 @@ export const fanout: Workload = {
     };
     const key = (s: BroadcastSystem, size: number) => `${s.name}/${size}`;
     const warmed = new Set<string>();
+    /** Systems a node of which exited: why, so that later rounds say so instead of running against it. */
+    const dead = new Map<BroadcastSystem, string>();
     const messages = quick ? QUICK_MESSAGES : MESSAGES;
     const topic = (system: BroadcastSystem, what: string, size: number) => `fanout-${process.pid}-${systems.indexOf(system)}-${what}-${size}`;
     // One session per system for the whole workload: 500 connections made once, subscribed up front to a topic per
@@ -93,8 +97,11 @@ export const fanout: Workload = {
         systems,
         (s) => s.name,
         async (system, round) => {
+          const gone = dead.get(system);
+          if (gone) throw new Error(gone);
           const subs = await session(system);
-          const outs = new Map<number, BroadcastOutcome>();
+          const dep = await deploy(system);
+          const outs = new Map<number, BroadcastOutcome & { exited?: string[]; round?: number }>();
           for (const size of sizes) {
             if (!warmed.has(key(system, size))) {
               warmed.add(key(system, size));
@@ -109,8 +116,16 @@ export const fanout: Workload = {
               stallMs: 20_000,
               settleMs: 300,
             });
-            ctx.debug(`${system.name} ${size} B: ${Math.round((out.deliveries / out.elapsedMs) * 1000)} deliveries/s, lost ${out.lost}, dup ${out.duplicates}`);
-            outs.set(size, out);
+            ctx.debug(
+              `${system.name} ${size} B: ${Math.round((out.deliveries / Math.max(1, out.elapsedMs)) * 1000)} deliveries/s, lost ${out.lost}, dup ${out.duplicates}`,
+            );
+            const exited = exitedNodes(dep);
+            outs.set(size, Object.assign(out, { exited, round }));
+            if (exited.length > 0) {
+              // The rest of this system's runs would measure a broken cluster: stop here, say why.
+              dead.set(system, `in round ${round} at ${size} B, ${exited.join('; ')}`);
+              break;
+            }
           }
           return outs;
         },
@@ -147,9 +162,10 @@ export const fanout: Workload = {
               lost: metrics.lost ?? 0,
               'out of order': metrics['out of order'] ?? 0,
               disconnected: metrics.disconnected ?? 0,
+              'nodes down': outs.reduce((n, o) => n + (o.exited?.length ?? 0), 0),
             },
             rounds: raw,
-            notes,
+            notes: [...notes, ...outs.flatMap((o) => (o.exited ?? []).map((e) => `round ${o.round}: ${e}`))],
           });
         }
       }
@@ -165,7 +181,7 @@ export const fanout: Workload = {
 export function roundMetrics(out: BroadcastOutcome): Record<string, number | null> {
   const perM = (x: number) => (out.deliveries > 0 ? (x / out.deliveries) * 1e6 : null);
   return {
-    'deliveries/s': out.elapsedMs > 0 ? (out.deliveries / out.elapsedMs) * 1000 : null,
+    'deliveries/s': out.elapsedMs > 0 && out.deliveries > 0 ? (out.deliveries / out.elapsedMs) * 1000 : null,
     'p50 ms': percentileMs(out.latency, 50),
     'p99 ms': percentileMs(out.latency, 99),
     // A server process that exited during the run no longer reports its CPU time: no figure then.
