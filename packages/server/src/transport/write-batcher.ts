@@ -27,7 +27,8 @@ export class WriteBatcher {
     }
   }
 
-  private readonly release = (): void => {
+  /** Writes what is held now: before a socket is closed or the node stops, so that nothing held is dropped. */
+  readonly release = (): void => {
     this.scheduled = false;
     const sockets = [...this.corked];
     this.corked.clear();

@@ -70,7 +70,10 @@ export class WsTransport {
         else ws.send(Buffer.from(JSON.stringify(frame)), { binary: false });
       },
       bufferedAmount: () => ws.bufferedAmount,
-      close: (code, reason) => ws.close(code, reason),
+      close: (code, reason) => {
+        this.batcher.release();
+        ws.close(code, reason);
+      },
     };
     const session = this.sessions.openSession(connection, principal);
     const throttle = new InputThrottle(connection.bufferedAmount, () => ws);
@@ -125,6 +128,7 @@ export class WsTransport {
   }
 
   async close(): Promise<void> {
+    this.batcher.release();
     clearInterval(this.keepAlive);
     this.watchdog.close();
     for (const ws of this.wss.clients) ws.terminate();
