@@ -23,7 +23,7 @@ import type {
 import type { BenchContext, Service } from './context.js';
 import { DURABILITY } from './durability.js';
 import { type Histogram, mergeHistograms } from './hist.js';
-import { type Child, freePort, isListening, onCleanup, sleep, startChild, waitFor } from './proc.js';
+import { type Child, freePort, isListening, nextAgentMessage, onCleanup, sleep, startChild, waitFor } from './proc.js';
 
 export type { BroadcastKind } from './broadcast-agent.js';
 
@@ -307,28 +307,8 @@ export class BroadcastAgent {
 
   /** Waits for the next message of `type`; rejects on an error message or the agent's exit. */
   wait(type: string): Promise<Record<string, unknown>> {
-    return new Promise((resolve, reject) => {
-      if (this.failure) return reject(this.failure);
-      const onMessage = (msg: Record<string, unknown>) => {
-        if (msg.type === 'error') {
-          cleanup();
-          reject(new Error(`load agent: ${String(msg.message)}`));
-        } else if (msg.type === type) {
-          cleanup();
-          resolve(msg);
-        }
-      };
-      const onExit = (code: number | null, signal: string | null) => {
-        cleanup();
-        reject(new Error(`load agent exited (${code ?? signal}) before '${type}'`));
-      };
-      const cleanup = () => {
-        this.proc.off('message', onMessage);
-        this.proc.off('exit', onExit);
-      };
-      this.proc.on('message', onMessage);
-      this.proc.on('exit', onExit);
-    });
+    if (this.failure) return Promise.reject(this.failure);
+    return nextAgentMessage(this.proc, type, 'load agent: ');
   }
 
   send(type: string, phase?: SubscriberPhase | PublisherPhase): void {

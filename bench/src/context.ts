@@ -10,7 +10,7 @@ import { createHistogram, type Histogram } from './hist.js';
 import { type MeshCluster, type MeshNodesOptions, startMeshNodes } from './meshmq.js';
 import { type NatsSync, type RedisPersistence, type Service, SkipError, startNats, startRabbit, startRedis } from './peers.js';
 import type { PipelineJob, PipelineResult } from './pipeline-types.js';
-import { cpuSecondsOf, onCleanup } from './proc.js';
+import { cpuSecondsOf, nextAgentMessage, onCleanup } from './proc.js';
 
 export type { MeshCluster, MeshNode, MeshNodesOptions } from './meshmq.js';
 export type { NatsSync, RedisPersistence, Service } from './peers.js';
@@ -248,28 +248,7 @@ class Agent {
       if (proc.exitCode !== null || proc.signalCode !== null) resolve();
       else proc.once('exit', () => resolve());
     });
-    const wait = (type: string) =>
-      new Promise<Record<string, unknown>>((resolve, reject) => {
-        const onMessage = (msg: Record<string, unknown>) => {
-          if (msg.type === 'error') {
-            cleanup();
-            reject(new Error(String(msg.message)));
-          } else if (msg.type === type) {
-            cleanup();
-            resolve(msg);
-          }
-        };
-        const onExit = (code: number | null, signal: string | null) => {
-          cleanup();
-          reject(new Error(`load agent exited (${code ?? signal}) before '${type}'`));
-        };
-        const cleanup = () => {
-          proc.off('message', onMessage);
-          proc.off('exit', onExit);
-        };
-        proc.on('message', onMessage);
-        proc.on('exit', onExit);
-      });
+    const wait = (type: string) => nextAgentMessage(proc, type);
     this.ready = wait('ready').then(() => undefined);
     this.result = this.ready.then(() => wait('result')).then((msg) => msg.result as PipelineResult);
     // Avoid unhandled rejections before go() is awaited.

@@ -270,3 +270,31 @@ export function commandOutput(command: string, args: string[], timeoutMs = 5000)
     return undefined;
   }
 }
+
+/**
+ * The next IPC message of `type` from a load agent; rejects on an `error`
+ * message (its text after `errorPrefix`) or the agent's exit before it.
+ */
+export function nextAgentMessage(proc: ChildProcess, type: string, errorPrefix = ''): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (msg: Record<string, unknown>) => {
+      if (msg.type === 'error') {
+        cleanup();
+        reject(new Error(`${errorPrefix}${String(msg.message)}`));
+      } else if (msg.type === type) {
+        cleanup();
+        resolve(msg);
+      }
+    };
+    const onExit = (code: number | null, signal: string | null) => {
+      cleanup();
+      reject(new Error(`load agent exited (${code ?? signal}) before '${type}'`));
+    };
+    const cleanup = () => {
+      proc.off('message', onMessage);
+      proc.off('exit', onExit);
+    };
+    proc.on('message', onMessage);
+    proc.on('exit', onExit);
+  });
+}
